@@ -1,0 +1,126 @@
+//! Responses the proxy writes itself: errors, and the bodies of its own endpoints.
+//!
+//! Every failure on the data path ends here as one status code with a short plain-text
+//! body, so what clients see is decided in one place. This file only formats bytes.
+
+use crate::buffer::{Buf, Writer};
+
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        413 => "Content Too Large",
+        417 => "Expectation Failed",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        _ => "Unknown",
+    }
+}
+
+/// A complete response, written into `out` after whatever it holds.
+pub struct Answer<'a> {
+    pub status: u16,
+    pub content_type: &'a str,
+    pub body: &'a [u8],
+    /// Send `Connection: close` (the connection ends after this response).
+    pub close: bool,
+    /// HEAD: headers only.
+    pub head_only: bool,
+    /// Extra header lines, each ending in CRLF.
+    pub extra: &'a str,
+}
+
+impl Answer<'_> {
+    /// A plain-text error; the body is the status line's words and the detail.
+    pub fn error(status: u16, detail: &str, out: &mut Buf) {
+        let mut text = [0u8; 256];
+        let mut n = 0;
+        for part in [reason(status).as_bytes(), b": ", detail.as_bytes(), b"\n"] {
+            let take = part.len().min(text.len() - n);
+            text[n..n + take].copy_from_slice(&part[..take]);
+            n += take;
+        }
+        Answer {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: &text[..n],
+            close: true,
+            head_only: false,
+            extra: "",
+        }
+        .write(out);
+    }
+
+    pub fn write(&self, out: &mut Buf) {
+        let mut w = Writer { buf: out, overflow: false };
+        w.put(b"HTTP/1.1 ");
+        put_num(&mut w, self.status as u64);
+        w.put(b" ");
+        w.put(reason(self.status).as_bytes());
+        w.put(b"\r\nServer: failover\r\nContent-Type: ");
+        w.put(self.content_type.as_bytes());
+        w.put(b"\r\nContent-Length: ");
+        put_num(&mut w, self.body.len() as u64);
+        w.put(b"\r\nCache-Control: no-store\r\n");
+        w.put(self.extra.as_bytes());
+        if self.close {
+            w.put(b"Connection: close\r\n");
+        }
+        w.put(b"\r\n");
+        if !self.head_only {
+            w.put(self.body);
+        }
+    }
+}
+
+fn put_num(w: &mut Writer, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    w.put(&digits[i..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buffer::Pool;
+
+    #[test]
+    fn error_bytes() {
+        let mut pool = Pool::new(1);
+        let mut b = pool.take();
+        Answer::error(502, "primary refused the connection", &mut b);
+        let text = String::from_utf8(b.bytes().to_vec()).unwrap();
+        let body = "Bad Gateway: primary refused the connection\n";
+        assert!(text.starts_with("HTTP/1.1 502 Bad Gateway\r\n"), "{text}");
+        assert!(text.contains(&format!("\r\nContent-Length: {}\r\n", body.len())), "{text}");
+        assert!(text.contains("\r\nConnection: close\r\n"), "{text}");
+        assert!(text.ends_with(&format!("\r\n\r\n{body}")), "{text}");
+    }
+
+    #[test]
+    fn head_only_keeps_length() {
+        let mut pool = Pool::new(1);
+        let mut b = pool.take();
+        Answer { status: 200, content_type: "text/plain", body: b"ok", close: false, head_only: true, extra: "" }
+            .write(&mut b);
+        let text = String::from_utf8(b.bytes().to_vec()).unwrap();
+        assert!(text.contains("Content-Length: 2\r\n") && text.ends_with("\r\n\r\n"), "{text}");
+        assert!(!text.contains("Connection: close"));
+    }
+}

@@ -1,0 +1,739 @@
+//! The client-side state machine: read a request head, pick the upstream, relay the body
+//! and the response, keep the connection alive, answer the next (pipelined) request.
+//!
+//! A client owns its buffers and the state of the exchange in flight. It drives the
+//! upstream connection the worker attached to it, but never creates, pools or closes one:
+//! `drive()` returns a [`Step`] and the worker acts on it. Every failure on the data path
+//! becomes one status code here, in [`Client::upstream_failed`] or an [`http1::Reject`].
+
+use std::io;
+use std::net::{Shutdown, SocketAddr};
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+
+use crate::answer::Answer;
+use crate::buffer::{Buf, Pool, Writer};
+use crate::config::Config;
+use crate::framing::{Body, Framing};
+use crate::health::{connect_error, kind_text, Route, Shared};
+use crate::http1::{self, Admin, Forward, Request, Response};
+use crate::readiness::{Readiness, W};
+use crate::timer::Deadline;
+use crate::transport::{read_into, write_two, SockResult};
+use crate::upstream::{Target, UpState, Uplink};
+
+/// Passes through the drive loop before yielding to other connections.
+const ROUNDS: usize = 16;
+/// How long a closing connection may keep sending before we stop reading it.
+const LINGER: Duration = Duration::from_secs(2);
+/// How much a closing connection may send before we stop reading it.
+const LINGER_BYTES: usize = 1 << 20;
+
+/// What the worker must do after a drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing more until the next event or timer.
+    Wait,
+    /// More work is pending: drive again on the next loop turn.
+    Yield,
+    /// Close the client (and drop any upstream connection).
+    Close,
+    /// Attach an upstream connection to `target` (a pooled one unless `fresh`), then drive
+    /// again. Any connection already attached is dropped first.
+    Connect { target: Target, fresh: bool },
+    /// Drop the attached upstream connection (it must not be reused), then drive again.
+    DropUpstream,
+    /// The exchange is over: pool the upstream connection if `reuse`, else drop it; then
+    /// drive again.
+    Finished { reuse: bool },
+}
+
+/// What one pass of a phase achieved.
+enum Pass {
+    Moved,
+    Idle,
+    Do(Step),
+}
+
+/// What the client needs from the worker while it drives.
+pub struct Ctx<'a> {
+    pub cfg: &'a Config,
+    pub pool: &'a mut Pool,
+    pub shared: &'a Shared,
+    pub route: Route,
+    pub now: Instant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for (more of) a request head; idle keep-alive when nothing is buffered.
+    Head,
+    /// A request is being relayed to an upstream and its response back.
+    Relay,
+    /// After a 101: bytes both ways until both sides close.
+    Tunnel,
+    /// Writing a response the proxy made itself.
+    Answer { close: bool },
+    /// Our side is shut; discarding what the client still sends so it reads our answer.
+    Linger,
+}
+
+/// Why an upstream exchange failed before the response head.
+#[derive(Debug)]
+pub enum Fail {
+    Connect(String),
+    Timeout(&'static str),
+    Io(String),
+    Closed,
+    BadResponse(&'static str),
+}
+
+pub struct Client {
+    pub sock: TcpStream,
+    pub ready: Readiness,
+    pub peer: SocketAddr,
+    pub gen: u32,
+    pub deadline: Deadline,
+    pub uplink: Option<usize>,
+    phase: Phase,
+    /// Bytes from the client (request heads and bodies, raw).
+    cin: Option<Buf>,
+    /// Bytes to the client that the proxy wrote: response heads and its own answers.
+    cout: Option<Buf>,
+    /// The rewritten request head, kept until the response head arrives (for a retry).
+    up_head: Option<Buf>,
+    /// Bytes from the upstream (response bodies, raw).
+    uin: Option<Buf>,
+    req: Request,
+    target: Target,
+    req_body: Body,
+    /// Validated request-body bytes at the front of `cin`, ready to send.
+    req_fwd: usize,
+    up_sent: usize,
+    body_sent: u64,
+    resp: Option<Response>,
+    resp_body: Body,
+    /// Validated response-body bytes at the front of `uin`, ready to send.
+    resp_fwd: usize,
+    client_eof: bool,
+    up_eof: bool,
+    up_shut: bool,
+    retried: bool,
+    head_started: Instant,
+    last_activity: Instant,
+    lingered: usize,
+}
+
+const NO_REQUEST: Request = Request {
+    head_len: 0,
+    minor: 1,
+    is_head: false,
+    framing: Framing::None,
+    keep_alive: false,
+    upgrade: false,
+    expect_continue: false,
+    admin: None,
+};
+
+impl Client {
+    pub fn new(sock: TcpStream, peer: SocketAddr, gen: u32, now: Instant) -> Client {
+        Client {
+            sock,
+            ready: Readiness::new(),
+            peer,
+            gen,
+            deadline: Deadline::default(),
+            uplink: None,
+            phase: Phase::Head,
+            cin: None,
+            cout: None,
+            up_head: None,
+            uin: None,
+            req: NO_REQUEST,
+            target: Target::Primary,
+            req_body: Body::Done,
+            req_fwd: 0,
+            up_sent: 0,
+            body_sent: 0,
+            resp: None,
+            resp_body: Body::Done,
+            resp_fwd: 0,
+            client_eof: false,
+            up_eof: false,
+            up_shut: false,
+            retried: false,
+            head_started: now,
+            last_activity: now,
+            lingered: 0,
+        }
+    }
+
+    /// Returns every buffer to the pool (the client is being closed).
+    pub fn release(&mut self, pool: &mut Pool) {
+        for slot in [&mut self.cin, &mut self.cout, &mut self.up_head, &mut self.uin] {
+            if let Some(b) = slot.take() {
+                pool.put(b);
+            }
+        }
+    }
+
+    /// Moves the connection as far as it can go without blocking.
+    pub fn drive(&mut self, cx: &mut Ctx, mut up: Option<&mut Uplink>) -> Step {
+        for _ in 0..ROUNDS {
+            let pass = match self.phase {
+                Phase::Head => self.on_head(cx),
+                Phase::Relay => match up.as_deref_mut() {
+                    Some(up) => self.on_relay(cx, up),
+                    None => Pass::Do(Step::Connect { target: self.target, fresh: false }),
+                },
+                Phase::Tunnel => match up.as_deref_mut() {
+                    Some(up) => self.on_tunnel(cx, up),
+                    None => Pass::Do(Step::Close),
+                },
+                Phase::Answer { close } => self.on_answer(cx, close),
+                Phase::Linger => self.on_linger(cx),
+            };
+            match pass {
+                Pass::Moved => continue,
+                Pass::Idle => {
+                    self.release_empty(cx.pool);
+                    return Step::Wait;
+                }
+                Pass::Do(step) => {
+                    if step != Step::Close {
+                        self.release_empty(cx.pool);
+                    }
+                    return step;
+                }
+            }
+        }
+        Step::Yield
+    }
+
+    fn release_empty(&mut self, pool: &mut Pool) {
+        pool.release_if_empty(&mut self.cin);
+        pool.release_if_empty(&mut self.cout);
+        pool.release_if_empty(&mut self.uin);
+        if self.phase != Phase::Relay || self.resp.is_some() {
+            if let Some(b) = self.up_head.as_mut() {
+                b.clear();
+            }
+            pool.release_if_empty(&mut self.up_head);
+        }
+    }
+
+    /// When the current phase times out.
+    pub fn next_deadline(&self, cfg: &Config) -> Option<Instant> {
+        Some(match self.phase {
+            Phase::Head if self.cin.as_ref().is_none_or(Buf::is_empty) => self.last_activity + cfg.idle_timeout,
+            Phase::Head => self.head_started + cfg.header_timeout,
+            Phase::Relay if self.resp.is_none() => {
+                self.last_activity + if self.up_sent == 0 { cfg.connect_timeout } else { cfg.upstream_timeout }
+            }
+            Phase::Relay | Phase::Tunnel | Phase::Answer { .. } => self.last_activity + cfg.idle_timeout,
+            Phase::Linger => self.last_activity + LINGER,
+        })
+    }
+
+    /// The deadline passed: decide what that means in the current phase.
+    pub fn on_timeout(&mut self, cx: &mut Ctx) -> Step {
+        match self.phase {
+            Phase::Head if self.cin.as_ref().is_none_or(Buf::is_empty) => Step::Close,
+            Phase::Head => {
+                self.answer_error(cx, 408, "the request head did not arrive in time");
+                Step::Wait
+            }
+            Phase::Relay if self.resp.is_none() => {
+                let what = if self.up_sent == 0 { "connect timed out" } else { "no response in time" };
+                match self.upstream_failed(cx, Fail::Timeout(what), false) {
+                    Pass::Do(step) => step,
+                    _ => Step::Wait,
+                }
+            }
+            _ => Step::Close,
+        }
+    }
+
+    fn read_client(&mut self, cx: &mut Ctx) -> Result<usize, Step> {
+        if self.client_eof || !self.ready.can_read() {
+            return Ok(0);
+        }
+        let buf = cx.pool.ensure(&mut self.cin);
+        if buf.is_full() {
+            return Ok(0);
+        }
+        let was_empty = buf.is_empty();
+        let (n, res) = read_into(&mut self.sock, &mut self.ready, buf);
+        if n > 0 {
+            self.last_activity = cx.now;
+            if was_empty {
+                self.head_started = cx.now;
+            }
+        }
+        match res {
+            SockResult::Closed => self.client_eof = true,
+            SockResult::Error(_) => return Err(Step::Close),
+            _ => {}
+        }
+        Ok(n)
+    }
+
+    /// Writes `cout` then the forwardable part of `uin` to the client.
+    fn write_client(&mut self, cx: &mut Ctx) -> Result<usize, Step> {
+        let head = self.cout.as_ref().map_or(&[][..], Buf::bytes);
+        let body = self.uin.as_ref().map_or(&[][..], |b| &b.bytes()[..self.resp_fwd]);
+        if (head.is_empty() && body.is_empty()) || !self.ready.can_write() {
+            return Ok(0);
+        }
+        let head_len = head.len();
+        let (n, res) = write_two(&mut self.sock, &mut self.ready, head, body);
+        let from_head = n.min(head_len);
+        if let Some(b) = self.cout.as_mut() {
+            b.consume(from_head);
+        }
+        if n > from_head {
+            if let Some(b) = self.uin.as_mut() {
+                b.consume(n - from_head);
+            }
+            self.resp_fwd -= n - from_head;
+        }
+        if n > 0 {
+            self.last_activity = cx.now;
+        }
+        match res {
+            SockResult::Error(_) => Err(Step::Close),
+            _ => Ok(n),
+        }
+    }
+
+    fn on_head(&mut self, cx: &mut Ctx) -> Pass {
+        let read = match self.read_client(cx) {
+            Ok(n) => n,
+            Err(step) => return Pass::Do(step),
+        };
+        if self.cin.as_ref().is_none_or(Buf::is_empty) {
+            return match (self.client_eof, read) {
+                (true, _) => Pass::Do(Step::Close),
+                (false, 0) => Pass::Idle,
+                (false, _) => Pass::Moved,
+            };
+        }
+        let upstream = match cx.route.active {
+            Target::Primary => &cx.cfg.primary,
+            Target::Backup => &cx.cfg.backup,
+        };
+        let fwd =
+            Forward { prefix: &upstream.prefix, client_ip: self.peer.ip(), proto: "http", max_body: cx.cfg.max_body };
+        let out = cx.pool.ensure(&mut self.up_head);
+        out.clear();
+        let cin = self.cin.as_ref().map_or(&[][..], Buf::bytes);
+        let parsed = http1::parse_request(cin, &fwd, &mut Writer { buf: out, overflow: false });
+        let req = match parsed {
+            Ok(Some(req)) => req,
+            Ok(None) if self.client_eof => return Pass::Do(Step::Close),
+            Ok(None) => return if read > 0 { Pass::Moved } else { Pass::Idle },
+            Err(rej) => {
+                log::debug!("client={} rejected: {} {}", self.peer, rej.status(), rej.reason());
+                self.answer_error(cx, rej.status(), rej.reason());
+                return Pass::Moved;
+            }
+        };
+        if let Some(b) = self.cin.as_mut() {
+            b.consume(req.head_len);
+        }
+        if let Some(admin) = req.admin {
+            self.answer_admin(cx, admin, &req);
+            return Pass::Moved;
+        }
+        if cx.route.both_down {
+            self.req = req;
+            self.answer_error(cx, 502, "both the primary and the backup are down");
+            return Pass::Moved;
+        }
+        self.req = req;
+        self.target = cx.route.active;
+        self.req_body = Body::start(req.framing);
+        self.req_fwd = 0;
+        self.up_sent = 0;
+        self.body_sent = 0;
+        self.resp = None;
+        self.resp_body = Body::Done;
+        self.resp_fwd = 0;
+        self.up_eof = false;
+        self.up_shut = false;
+        self.retried = false;
+        self.last_activity = cx.now;
+        self.phase = Phase::Relay;
+        log::debug!("client={} request to {}", self.peer, self.target.name());
+        Pass::Do(Step::Connect { target: self.target, fresh: false })
+    }
+
+    fn on_relay(&mut self, cx: &mut Ctx, up: &mut Uplink) -> Pass {
+        let mut moved = false;
+        if up.state == UpState::Connecting {
+            match check_connect(up) {
+                Ok(false) => {}
+                Ok(true) => {
+                    up.state = UpState::Busy;
+                    moved = true;
+                }
+                Err(why) => return self.upstream_failed(cx, Fail::Connect(why), up.reused),
+            }
+        }
+
+        // Request body: read, validate, send.
+        match self.read_client(cx) {
+            Ok(n) => moved |= n > 0,
+            Err(step) => return Pass::Do(step),
+        }
+        if self.client_eof && !self.req_body.is_done() && self.req_fwd == self.cin.as_ref().map_or(0, Buf::len) {
+            log::debug!("client={} closed in the middle of its request body", self.peer);
+            return Pass::Do(Step::Close);
+        }
+        if !self.req_body.is_done() {
+            if let Some(cin) = self.cin.as_ref() {
+                match self.req_body.scan(&cin.bytes()[self.req_fwd..]) {
+                    Ok(n) => self.req_fwd += n,
+                    Err(e) => {
+                        log::debug!("client={} invalid chunked body: {e:?}", self.peer);
+                        return self.abort_request(cx, 400, "invalid chunked request body");
+                    }
+                }
+                if self.req_body.chunked_total() > cx.cfg.max_body {
+                    return self.abort_request(cx, 413, "request body is larger than the limit");
+                }
+            }
+        }
+        if up.state == UpState::Busy && up.ready.can_write() && !self.up_shut {
+            let head = self.up_head.as_ref().map_or(&[][..], |b| &b.bytes()[self.up_sent.min(b.len())..]);
+            let body = self.cin.as_ref().map_or(&[][..], |b| &b.bytes()[..self.req_fwd]);
+            if !head.is_empty() || !body.is_empty() {
+                let head_len = head.len();
+                let (n, res) = write_two(&mut up.sock, &mut up.ready, head, body);
+                let from_head = n.min(head_len);
+                self.up_sent += from_head;
+                if n > from_head {
+                    let k = n - from_head;
+                    if let Some(b) = self.cin.as_mut() {
+                        b.consume(k);
+                    }
+                    self.req_fwd -= k;
+                    self.body_sent += k as u64;
+                }
+                if n > 0 {
+                    moved = true;
+                    self.last_activity = cx.now;
+                }
+                if let SockResult::Error(k) = res {
+                    if self.resp.is_none() {
+                        return self.upstream_failed(cx, Fail::Io(format!("send failed: {}", kind_text(k))), up.reused);
+                    }
+                    // The upstream answered already and stopped reading: finish relaying.
+                    self.up_shut = true;
+                }
+            }
+        }
+
+        // Response: read, parse the head, validate the body, send.
+        if up.state == UpState::Busy && !self.up_eof && up.ready.can_read() && !self.resp_complete() {
+            let buf = cx.pool.ensure(&mut self.uin);
+            if !buf.is_full() {
+                let (n, res) = read_into(&mut up.sock, &mut up.ready, buf);
+                if n > 0 {
+                    moved = true;
+                    self.last_activity = cx.now;
+                }
+                match res {
+                    SockResult::Closed => self.up_eof = true,
+                    SockResult::Error(k) if self.resp.is_none() => {
+                        return self.upstream_failed(cx, Fail::Io(kind_text(k)), up.reused)
+                    }
+                    SockResult::Error(_) => return Pass::Do(Step::Close),
+                    _ => {}
+                }
+            }
+        }
+        while self.resp.is_none() && self.uin.as_ref().is_some_and(|b| !b.is_empty()) {
+            let uin = self.uin.as_ref().map_or(&[][..], Buf::bytes);
+            let out = cx.pool.ensure(&mut self.cout);
+            match http1::parse_response(uin, &self.req, &mut Writer { buf: out, overflow: false }) {
+                Ok(None) if self.uin.as_ref().is_some_and(Buf::is_full) => {
+                    return self.upstream_failed(cx, Fail::BadResponse("response head too large"), false)
+                }
+                Ok(None) => break,
+                Err(bad) => return self.upstream_failed(cx, Fail::BadResponse(bad.0), false),
+                Ok(Some(resp)) => {
+                    if let Some(b) = self.uin.as_mut() {
+                        b.consume(resp.head_len);
+                    }
+                    moved = true;
+                    if (100..200).contains(&resp.status) && resp.status != 101 {
+                        continue;
+                    }
+                    self.resp = Some(resp);
+                    self.resp_body = Body::start(resp.framing);
+                }
+            }
+        }
+        if self.resp.is_none() && self.up_eof {
+            return self.upstream_failed(cx, Fail::Closed, up.reused);
+        }
+        if let (Some(_), Some(uin)) = (self.resp, self.uin.as_ref()) {
+            if !self.resp_body.is_done() {
+                match self.resp_body.scan(&uin.bytes()[self.resp_fwd..]) {
+                    Ok(n) => self.resp_fwd += n,
+                    Err(e) => {
+                        log::debug!("client={} upstream sent an invalid chunked body: {e:?}", self.peer);
+                        return Pass::Do(Step::Close);
+                    }
+                }
+            }
+        }
+        if self.up_eof && self.resp.is_some() && !self.resp_body.is_done() {
+            if matches!(self.resp_body, Body::UntilClose) {
+                self.resp_body = Body::Done;
+            } else if self.resp_fwd == 0 {
+                log::debug!("client={} upstream closed in the middle of the response body", self.peer);
+                return Pass::Do(Step::Close);
+            }
+        }
+        match self.write_client(cx) {
+            Ok(n) => moved |= n > 0,
+            Err(step) => return Pass::Do(step),
+        }
+
+        let flushed = self.cout.as_ref().is_none_or(Buf::is_empty) && self.resp_fwd == 0;
+        if let Some(resp) = self.resp.filter(|_| flushed && self.resp_body.is_done()) {
+            if resp.status == 101 {
+                self.phase = Phase::Tunnel;
+                return Pass::Moved;
+            }
+            let extra = self.uin.as_ref().is_some_and(|b| !b.is_empty());
+            let req_done = self.req_body.is_done() && self.req_fwd == 0;
+            let reuse = resp.reusable && !self.up_eof && !extra && req_done && !self.up_shut;
+            self.phase = if resp.keep_alive && req_done && !self.client_eof {
+                Phase::Head
+            } else {
+                self.shut_client(cx.now);
+                Phase::Linger
+            };
+            self.resp = None;
+            if let Some(b) = self.uin.as_mut() {
+                b.clear();
+            }
+            return Pass::Do(Step::Finished { reuse });
+        }
+        if moved {
+            Pass::Moved
+        } else {
+            Pass::Idle
+        }
+    }
+
+    fn resp_complete(&self) -> bool {
+        self.resp.is_some() && self.resp_body.is_done()
+    }
+
+    /// The request itself turned out invalid mid-body.
+    fn abort_request(&mut self, cx: &mut Ctx, status: u16, why: &str) -> Pass {
+        if self.resp.is_some() {
+            return Pass::Do(Step::Close);
+        }
+        self.answer_error(cx, status, why);
+        Pass::Do(Step::DropUpstream)
+    }
+
+    /// The upstream failed before a response head reached the client.
+    fn upstream_failed(&mut self, cx: &mut Ctx, fail: Fail, reused: bool) -> Pass {
+        if self.resp.is_some() {
+            return Pass::Do(Step::Close);
+        }
+        // A pooled connection the upstream closed meanwhile: replay once on a fresh one if
+        // nothing of the body has left the buffer yet.
+        let replayable = self.body_sent == 0;
+        if reused && replayable && !self.retried && matches!(fail, Fail::Closed | Fail::Io(_)) {
+            self.retried = true;
+            self.up_sent = 0;
+            self.up_eof = false;
+            if let Some(b) = self.uin.as_mut() {
+                b.clear();
+            }
+            log::debug!(
+                "client={} pooled connection to {} was closed; retrying on a new one",
+                self.peer,
+                self.target.name()
+            );
+            return Pass::Do(Step::Connect { target: self.target, fresh: true });
+        }
+        let name = self.target.name();
+        let (status, detail) = match &fail {
+            Fail::Connect(why) => (502, format!("{name}: {why}")),
+            Fail::Timeout(why) => (504, format!("{name}: {why}")),
+            Fail::Io(why) => (502, format!("{name}: {why}")),
+            Fail::Closed => (502, format!("{name} closed the connection without a response")),
+            Fail::BadResponse(why) => (502, format!("{name} sent an invalid response: {why}")),
+        };
+        log::info!("client={} upstream={name} failed: {detail}", self.peer);
+        self.answer_error(cx, status, &detail);
+        Pass::Do(Step::DropUpstream)
+    }
+
+    fn on_tunnel(&mut self, cx: &mut Ctx, up: &mut Uplink) -> Pass {
+        let mut moved = false;
+        // Client to upstream.
+        match self.read_client(cx) {
+            Ok(n) => moved |= n > 0,
+            Err(step) => return Pass::Do(step),
+        }
+        if let Some(cin) = self.cin.as_mut().filter(|b| !b.is_empty()) {
+            if up.ready.can_write() {
+                let (n, res) = write_two(&mut up.sock, &mut up.ready, cin.bytes(), &[]);
+                cin.consume(n);
+                moved |= n > 0;
+                if let SockResult::Error(_) = res {
+                    return Pass::Do(Step::Close);
+                }
+            }
+        }
+        if self.client_eof && self.cin.as_ref().is_none_or(Buf::is_empty) && !self.up_shut {
+            let _ = up.sock.shutdown(Shutdown::Write);
+            self.up_shut = true;
+        }
+        // Upstream to client.
+        if !self.up_eof && up.ready.can_read() {
+            let buf = cx.pool.ensure(&mut self.uin);
+            if !buf.is_full() {
+                let (n, res) = read_into(&mut up.sock, &mut up.ready, buf);
+                moved |= n > 0;
+                match res {
+                    SockResult::Closed => self.up_eof = true,
+                    SockResult::Error(_) => return Pass::Do(Step::Close),
+                    _ => {}
+                }
+            }
+        }
+        self.resp_fwd = self.uin.as_ref().map_or(0, Buf::len);
+        match self.write_client(cx) {
+            Ok(n) => moved |= n > 0,
+            Err(step) => return Pass::Do(step),
+        }
+        if moved {
+            self.last_activity = cx.now;
+        }
+        if self.up_eof && self.resp_fwd == 0 {
+            // Upstream is done and everything it sent was delivered.
+            return Pass::Do(Step::Close);
+        }
+        if moved {
+            Pass::Moved
+        } else {
+            Pass::Idle
+        }
+    }
+
+    fn on_answer(&mut self, cx: &mut Ctx, close: bool) -> Pass {
+        let n = match self.write_client(cx) {
+            Ok(n) => n,
+            Err(step) => return Pass::Do(step),
+        };
+        if self.cout.as_ref().is_some_and(|b| !b.is_empty()) {
+            return if n > 0 { Pass::Moved } else { Pass::Idle };
+        }
+        if close {
+            self.shut_client(cx.now);
+            self.phase = Phase::Linger;
+        } else {
+            self.phase = Phase::Head;
+        }
+        Pass::Moved
+    }
+
+    /// Half-closes toward the client; what it still sends is read and dropped for a while,
+    /// so its kernel does not reset the connection before it read our last response.
+    fn shut_client(&mut self, now: Instant) {
+        let _ = self.sock.shutdown(Shutdown::Write);
+        self.last_activity = now;
+        self.lingered = 0;
+    }
+
+    fn on_linger(&mut self, cx: &mut Ctx) -> Pass {
+        if self.client_eof {
+            return Pass::Do(Step::Close);
+        }
+        let buf = cx.pool.ensure(&mut self.cin);
+        buf.clear();
+        let (n, res) = read_into(&mut self.sock, &mut self.ready, buf);
+        buf.clear();
+        self.lingered += n;
+        match res {
+            SockResult::Closed | SockResult::Error(_) => Pass::Do(Step::Close),
+            _ if self.lingered > LINGER_BYTES => Pass::Do(Step::Close),
+            SockResult::Continue => Pass::Moved,
+            SockResult::WouldBlock => Pass::Idle,
+        }
+    }
+
+    /// The worker could not even start connecting to the upstream.
+    pub fn connect_error(&mut self, cx: &mut Ctx, why: String) -> Step {
+        match self.upstream_failed(cx, Fail::Connect(why), false) {
+            Pass::Do(step) => step,
+            _ => Step::Wait,
+        }
+    }
+
+    /// Queues an error answer; the connection closes after it.
+    fn answer_error(&mut self, cx: &mut Ctx, status: u16, detail: &str) {
+        let out = cx.pool.ensure(&mut self.cout);
+        Answer::error(status, detail, out);
+        if let Some(b) = self.cin.as_mut() {
+            b.clear();
+        }
+        self.resp_fwd = 0;
+        if let Some(b) = self.uin.as_mut() {
+            b.clear();
+        }
+        self.phase = Phase::Answer { close: true };
+    }
+
+    fn answer_admin(&mut self, cx: &mut Ctx, admin: Admin, req: &Request) {
+        let close = !req.keep_alive;
+        let out = cx.pool.ensure(&mut self.cout);
+        let extra = match (close, req.minor) {
+            (false, 0) => "Connection: keep-alive\r\n",
+            _ => "",
+        };
+        let state;
+        let (status, content_type, body): (u16, &str, &[u8]) = match admin {
+            Admin::Health => (200, "text/plain; charset=utf-8", b"ok\n"),
+            Admin::State => {
+                state = cx.shared.state_json(cx.cfg);
+                (200, "application/json", state.as_bytes())
+            }
+            Admin::NotFound => (404, "text/plain; charset=utf-8", b"Not Found: no such failover endpoint\n"),
+            Admin::MethodNotAllowed => (405, "text/plain; charset=utf-8", b"Method Not Allowed: use GET\n"),
+        };
+        let extra = if admin == Admin::MethodNotAllowed { "Allow: GET, HEAD\r\n" } else { extra };
+        Answer { status, content_type, body, close, head_only: req.is_head, extra }.write(out);
+        self.phase = Phase::Answer { close };
+    }
+}
+
+/// Checks a non-blocking connect: Ok(true) connected, Ok(false) not yet.
+fn check_connect(up: &mut Uplink) -> Result<bool, String> {
+    if up.ready.event & W == 0 && up.ready.event & crate::readiness::HUP == 0 {
+        return Ok(false);
+    }
+    match up.sock.take_error() {
+        Ok(Some(e)) | Err(e) => return Err(connect_error(&e)),
+        Ok(None) => {}
+    }
+    match up.sock.peer_addr() {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotConnected => {
+            up.ready.event &= !W;
+            Ok(false)
+        }
+        Err(e) => Err(connect_error(&e)),
+    }
+}

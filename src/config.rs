@@ -1,0 +1,410 @@
+//! The one place that knows flag names, YAML keys, defaults, units and validation.
+//!
+//! Flags and the YAML file (`--config FILE`) carry the same settings; a flag wins over the
+//! file. Everything is checked here, once, at start: a bad value becomes one [`Error`] line
+//! naming the key, and the process exits with code 2. Nothing past this file parses config.
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+
+use crate::upstream::UpstreamUrl;
+
+/// A setup error: one line naming the flag or key and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error(pub String);
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Error {}
+
+fn err(key: &str, what: impl fmt::Display) -> Error {
+    Error(format!("--{key}: {what}"))
+}
+
+/// Command-line flags. Every one is optional here so that the YAML file can supply it.
+#[derive(Parser, Debug, Default)]
+#[command(name = "failover", version, about = "A tiny, fast HTTP/1.1 reverse proxy that fails over to a backup and back.", long_about = None)]
+pub struct Flags {
+    /// Primary upstream URL, http://host[:port][/prefix] (required, here or in the config file)
+    #[arg(long, value_name = "URL")]
+    pub primary: Option<String>,
+    /// Backup upstream URL, http://host[:port][/prefix] (required, here or in the config file)
+    #[arg(long, value_name = "URL")]
+    pub backup: Option<String>,
+    /// Listen address [default: 0.0.0.0:8080]
+    #[arg(long, value_name = "ADDRESS")]
+    pub listen: Option<String>,
+    /// Health check interval, e.g. 500ms, 2s, 1m [default: 2s]
+    #[arg(long, value_name = "DURATION")]
+    pub check_interval: Option<String>,
+    /// Timeout of one health check [default: 1s]
+    #[arg(long, value_name = "DURATION")]
+    pub check_timeout: Option<String>,
+    /// Path probed on each upstream (after the URL's prefix); 2xx or 3xx is healthy [default: /]
+    #[arg(long, value_name = "PATH")]
+    pub health_path: Option<String>,
+    /// Consecutive failed checks of the primary before traffic goes to the backup [default: 3]
+    #[arg(long, value_name = "COUNT")]
+    pub fail_threshold: Option<u32>,
+    /// Consecutive good checks of the primary before traffic returns to it [default: 2]
+    #[arg(long, value_name = "COUNT")]
+    pub recover_threshold: Option<u32>,
+    /// Largest request body accepted, e.g. 512KB, 10MB, 1GiB; larger gets 413 [default: 10MB]
+    #[arg(long, value_name = "SIZE")]
+    pub max_body: Option<String>,
+    /// Timeout for connecting to an upstream [default: 2s]
+    #[arg(long, value_name = "DURATION")]
+    pub connect_timeout: Option<String>,
+    /// Time an upstream has to send its response headers; exceeded gives 504 [default: 30s]
+    #[arg(long, value_name = "DURATION")]
+    pub upstream_timeout: Option<String>,
+    /// How long an idle client keep-alive connection is kept open [default: 60s]
+    #[arg(long, value_name = "DURATION")]
+    pub idle_timeout: Option<String>,
+    /// Time a client has to send a complete request head; exceeded gives 408 [default: 10s]
+    #[arg(long, value_name = "DURATION")]
+    pub header_timeout: Option<String>,
+    /// Number of worker threads (event loops) [default: number of cores]
+    #[arg(long, value_name = "COUNT")]
+    pub workers: Option<usize>,
+    /// Pin worker i to core i
+    #[arg(long)]
+    pub pin_cores: bool,
+    /// Log one JSON object per line
+    #[arg(long)]
+    pub json_logs: bool,
+    /// YAML config file with the same keys in snake_case (flags win over the file)
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// The YAML file: the same settings as the flags, in snake_case.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    primary: Option<String>,
+    backup: Option<String>,
+    listen: Option<String>,
+    check_interval: Option<Scalar>,
+    check_timeout: Option<Scalar>,
+    health_path: Option<String>,
+    fail_threshold: Option<u32>,
+    recover_threshold: Option<u32>,
+    max_body: Option<Scalar>,
+    connect_timeout: Option<Scalar>,
+    upstream_timeout: Option<Scalar>,
+    idle_timeout: Option<Scalar>,
+    header_timeout: Option<Scalar>,
+    workers: Option<usize>,
+    pin_cores: Option<bool>,
+    json_logs: Option<bool>,
+}
+
+/// A YAML value that may be written as a string (`"2s"`) or a bare number (`2`).
+#[derive(Deserialize, Debug)]
+#[serde(untagged)]
+enum Scalar {
+    Text(String),
+    Number(u64),
+}
+
+impl Scalar {
+    fn into_text(self) -> String {
+        match self {
+            Scalar::Text(s) => s,
+            Scalar::Number(n) => n.to_string(),
+        }
+    }
+}
+
+/// The validated configuration every worker reads (shared as `Arc<Config>`, never mutated).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub primary: UpstreamUrl,
+    pub backup: UpstreamUrl,
+    pub check_interval: Duration,
+    pub check_timeout: Duration,
+    pub health_path: String,
+    pub fail_threshold: u32,
+    pub recover_threshold: u32,
+    pub max_body: u64,
+    pub connect_timeout: Duration,
+    pub upstream_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub header_timeout: Duration,
+    pub workers: usize,
+    pub pin_cores: bool,
+    pub json_logs: bool,
+}
+
+impl Config {
+    /// Builds the configuration from parsed flags, reading `--config` if given.
+    pub fn from_flags(flags: Flags) -> Result<Config, Error> {
+        let file = match &flags.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        merge(flags, file)
+    }
+}
+
+fn read_file(path: &PathBuf) -> Result<FileConfig, Error> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| err("config", format!("cannot read {}: {e}", path.display())))?;
+    if text.trim().is_empty() {
+        return Ok(FileConfig::default());
+    }
+    serde_yaml::from_str(&text).map_err(|e| {
+        let msg = e.to_string().replace('\n', " ");
+        err("config", format!("{}: {msg}", path.display()))
+    })
+}
+
+fn merge(f: Flags, y: FileConfig) -> Result<Config, Error> {
+    let text = |flag: Option<String>, file: Option<Scalar>| flag.or(file.map(Scalar::into_text));
+    let primary = f.primary.or(y.primary).ok_or_else(|| err("primary", "is required (an http:// URL)"))?;
+    let backup = f.backup.or(y.backup).ok_or_else(|| err("backup", "is required (an http:// URL)"))?;
+    let listen = f.listen.or(y.listen).unwrap_or_else(|| "0.0.0.0:8080".into());
+
+    let duration = |key: &str, v: Option<String>, default: &str, min: Duration| {
+        let v = v.unwrap_or_else(|| default.to_string());
+        let d = parse_duration(&v).map_err(|e| err(key, format!("{v:?} {e}")))?;
+        if d < min {
+            return Err(err(key, format!("{v:?} must be at least {}", show_duration(min))));
+        }
+        Ok(d)
+    };
+    let ms = Duration::from_millis;
+    let check_interval = duration("check-interval", text(f.check_interval, y.check_interval), "2s", ms(10))?;
+    let check_timeout = duration("check-timeout", text(f.check_timeout, y.check_timeout), "1s", ms(1))?;
+    let connect_timeout = duration("connect-timeout", text(f.connect_timeout, y.connect_timeout), "2s", ms(1))?;
+    let upstream_timeout = duration("upstream-timeout", text(f.upstream_timeout, y.upstream_timeout), "30s", ms(1))?;
+    let idle_timeout = duration("idle-timeout", text(f.idle_timeout, y.idle_timeout), "60s", ms(1))?;
+    let header_timeout = duration("header-timeout", text(f.header_timeout, y.header_timeout), "10s", ms(1))?;
+
+    let max_body_text = text(f.max_body, y.max_body).unwrap_or_else(|| "10MB".into());
+    let max_body = parse_size(&max_body_text).map_err(|e| err("max-body", format!("{max_body_text:?} {e}")))?;
+
+    let count = |key: &str, v: Option<u32>, default: u32| match v.unwrap_or(default) {
+        0 => Err(err(key, "must be at least 1")),
+        n if n > 1000 => Err(err(key, format!("{n} is too large (at most 1000)"))),
+        n => Ok(n),
+    };
+    let fail_threshold = count("fail-threshold", f.fail_threshold.or(y.fail_threshold), 3)?;
+    let recover_threshold = count("recover-threshold", f.recover_threshold.or(y.recover_threshold), 2)?;
+
+    let workers = match f.workers.or(y.workers) {
+        Some(0) => return Err(err("workers", "must be at least 1")),
+        Some(n) if n > 1024 => return Err(err("workers", format!("{n} is too many (at most 1024)"))),
+        Some(n) => n,
+        None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+    };
+
+    let health_path = f.health_path.or(y.health_path).unwrap_or_else(|| "/".into());
+    if !health_path.starts_with('/') || health_path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return Err(err("health-path", format!("{health_path:?} must start with / and contain no spaces")));
+    }
+
+    Ok(Config {
+        listen: parse_listen(&listen)?,
+        primary: UpstreamUrl::parse(&primary).map_err(|e| err("primary", e))?,
+        backup: UpstreamUrl::parse(&backup).map_err(|e| err("backup", e))?,
+        check_interval,
+        check_timeout,
+        health_path,
+        fail_threshold,
+        recover_threshold,
+        max_body,
+        connect_timeout,
+        upstream_timeout,
+        idle_timeout,
+        header_timeout,
+        workers,
+        pin_cores: f.pin_cores || y.pin_cores.unwrap_or(false),
+        json_logs: f.json_logs || y.json_logs.unwrap_or(false),
+    })
+}
+
+fn parse_listen(v: &str) -> Result<SocketAddr, Error> {
+    if let Ok(a) = v.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    match v.to_socket_addrs() {
+        Ok(mut addrs) => addrs.next().ok_or_else(|| err("listen", format!("{v:?} resolves to no address"))),
+        Err(_) => Err(err("listen", format!("{v:?} is not an address like 0.0.0.0:8080"))),
+    }
+}
+
+/// Parses `250ms`, `2s`, `1m`, `1h` (a bare number means seconds).
+pub fn parse_duration(v: &str) -> Result<Duration, &'static str> {
+    let v = v.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    if num.is_empty() {
+        return Err("is not a duration like 250ms, 2s or 1m");
+    }
+    let n: u64 = num.parse().map_err(|_| "is too large")?;
+    let ms = match unit.trim() {
+        "ms" => Some(n),
+        "" | "s" => n.checked_mul(1000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        _ => return Err("has an unknown unit (use ms, s, m or h)"),
+    };
+    ms.map(Duration::from_millis).ok_or("is too large")
+}
+
+/// Parses `512KB`, `10MB`, `1GiB`, `100` (bytes). K/M/G are powers of 1024, as nginx reads them.
+pub fn parse_size(v: &str) -> Result<u64, &'static str> {
+    let v = v.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    if num.is_empty() {
+        return Err("is not a size like 512KB, 10MB or 1GiB");
+    }
+    let n: u64 = num.parse().map_err(|_| "is too large")?;
+    let mult: u64 = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        _ => return Err("has an unknown unit (use B, KB, MB or GB)"),
+    };
+    n.checked_mul(mult).ok_or("is too large")
+}
+
+fn show_duration(d: Duration) -> String {
+    if d.as_millis() % 1000 == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        let cases: &[(&str, Option<u64>)] = &[
+            ("250ms", Some(250)),
+            ("2s", Some(2000)),
+            ("1m", Some(60_000)),
+            ("1h", Some(3_600_000)),
+            ("3", Some(3000)),
+            (" 5s ", Some(5000)),
+            ("0s", Some(0)),
+            ("", None),
+            ("s", None),
+            ("2x", None),
+            ("-1s", None),
+            ("1.5s", None),
+            ("99999999999999999999s", None),
+        ];
+        for (input, want) in cases {
+            let got = parse_duration(input).ok().map(|d| d.as_millis() as u64);
+            assert_eq!(got, *want, "parse_duration({input:?})");
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        let cases: &[(&str, Option<u64>)] = &[
+            ("100", Some(100)),
+            ("512KB", Some(512 * 1024)),
+            ("10MB", Some(10 << 20)),
+            ("1GiB", Some(1 << 30)),
+            ("1gb", Some(1 << 30)),
+            ("7B", Some(7)),
+            ("10 MB", Some(10 << 20)),
+            ("MB", None),
+            ("10TB", None),
+            ("-5", None),
+            ("99999999999999999999", None),
+        ];
+        for (input, want) in cases {
+            assert_eq!(parse_size(input).ok(), *want, "parse_size({input:?})");
+        }
+    }
+
+    fn flags(args: &[&str]) -> Flags {
+        let mut all = vec!["failover"];
+        all.extend_from_slice(args);
+        Flags::try_parse_from(all).expect("flags parse")
+    }
+
+    #[test]
+    fn defaults() {
+        let c =
+            Config::from_flags(flags(&["--primary=http://127.0.0.1:1", "--backup=http://127.0.0.1:2"])).expect("valid");
+        assert_eq!(c.listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(c.check_interval, Duration::from_secs(2));
+        assert_eq!(c.check_timeout, Duration::from_secs(1));
+        assert_eq!((c.fail_threshold, c.recover_threshold), (3, 2));
+        assert_eq!(c.max_body, 10 << 20);
+        assert_eq!(c.health_path, "/");
+        assert_eq!(c.upstream_timeout, Duration::from_secs(30));
+        assert!(c.workers >= 1);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let base = ["--primary=http://127.0.0.1:1", "--backup=http://127.0.0.1:2"];
+        let cases: &[(&[&str], &str)] = &[
+            (&["--check-interval=0s"], "--check-interval"),
+            (&["--check-interval=fast"], "--check-interval"),
+            (&["--max-body=lots"], "--max-body"),
+            (&["--fail-threshold=0"], "--fail-threshold"),
+            (&["--recover-threshold=0"], "--recover-threshold"),
+            (&["--workers=0"], "--workers"),
+            (&["--listen=nowhere"], "--listen"),
+            (&["--health-path=healthz"], "--health-path"),
+            (&["--primary=https://example.com"], "--primary"),
+            (&["--backup=ftp://x"], "--backup"),
+        ];
+        for (extra, key) in cases {
+            let mut args: Vec<&str> = base.to_vec();
+            args.extend_from_slice(extra);
+            let e = Config::from_flags(flags(&args)).expect_err("must fail");
+            assert!(e.0.starts_with(key), "{extra:?}: {e}");
+            assert!(!e.0.contains('\n'), "one line: {e}");
+        }
+        let e = Config::from_flags(flags(&["--backup=http://127.0.0.1:2"])).expect_err("missing");
+        assert!(e.0.starts_with("--primary"), "{e}");
+    }
+
+    #[test]
+    fn file_then_flags() {
+        let dir = std::env::temp_dir().join(format!("failover-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.yaml");
+        std::fs::write(
+            &path,
+            "primary: \"http://127.0.0.1:1\"\nbackup: http://127.0.0.1:2/b\ncheck_interval: 500ms\nfail_threshold: 5\nmax_body: 1MB\njson_logs: true\nworkers: 1\n",
+        )
+        .unwrap();
+        let p = path.to_str().unwrap();
+        let c = Config::from_flags(flags(&["--config", p, "--fail-threshold=4"])).expect("valid");
+        assert_eq!(c.check_interval, Duration::from_millis(500));
+        assert_eq!(c.fail_threshold, 4, "flag wins over file");
+        assert_eq!(c.max_body, 1 << 20);
+        assert!(c.json_logs);
+        assert_eq!(c.backup.prefix, "/b");
+
+        std::fs::write(&path, "primary: http://127.0.0.1:1\nbackup: http://127.0.0.1:2\nchek_interval: 1s\n").unwrap();
+        let e = Config::from_flags(flags(&["--config", p])).expect_err("unknown key");
+        assert!(e.0.contains("chek_interval"), "{e}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

@@ -1,0 +1,472 @@
+//! Request and response heads: parse with httparse, validate strictly (RFC 9112), and
+//! rewrite straight into the outgoing buffer in the same pass.
+//!
+//! What is forwarded is re-serialized from what was parsed: one request line, the headers
+//! in their order minus hop-by-hop ones, our `X-Forwarded-*`, and CRLF line ends, so the
+//! next hop sees exactly one framing. This file never touches sockets or connection state.
+
+use std::io::Write as _;
+use std::net::IpAddr;
+
+use crate::buffer::Writer;
+use crate::framing::Framing;
+
+/// Most headers accepted in one head (more gets 431 / 502).
+pub const MAX_HEADERS: usize = 100;
+/// Largest request head accepted (more gets 431).
+pub const MAX_HEAD: usize = 16 * 1024;
+
+/// Why a request is refused; each maps to one status code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reject {
+    /// 400, with a short reason.
+    Bad(&'static str),
+    /// 413: the declared body is larger than `--max-body`.
+    BodyTooLarge,
+    /// 417: an expectation other than 100-continue.
+    Expectation,
+    /// 431: head too large or too many headers.
+    HeadTooLarge,
+    /// 501: a transfer coding or method we do not relay.
+    NotImplemented(&'static str),
+    /// 505: not HTTP/1.0 or HTTP/1.1.
+    Version,
+}
+
+impl Reject {
+    pub fn status(self) -> u16 {
+        match self {
+            Reject::Bad(_) => 400,
+            Reject::BodyTooLarge => 413,
+            Reject::Expectation => 417,
+            Reject::HeadTooLarge => 431,
+            Reject::NotImplemented(_) => 501,
+            Reject::Version => 505,
+        }
+    }
+
+    pub fn reason(self) -> &'static str {
+        match self {
+            Reject::Bad(r) | Reject::NotImplemented(r) => r,
+            Reject::BodyTooLarge => "request body is larger than the limit",
+            Reject::Expectation => "only 100-continue is supported in Expect",
+            Reject::HeadTooLarge => "request head is too large",
+            Reject::Version => "only HTTP/1.0 and HTTP/1.1 are supported",
+        }
+    }
+}
+
+/// What the proxy needs to remember about a request once its head is parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Request {
+    /// Length of the head in the input (the body starts here).
+    pub head_len: usize,
+    /// HTTP/1.x minor version.
+    pub minor: u8,
+    pub is_head: bool,
+    pub framing: Framing,
+    /// The client wants the connection kept open after this exchange.
+    pub keep_alive: bool,
+    /// `Connection: upgrade` with an `Upgrade` header: tunnel after a 101.
+    pub upgrade: bool,
+    pub expect_continue: bool,
+    /// Addressed to the proxy itself (`/__failover/...`): not forwarded.
+    pub admin: Option<Admin>,
+}
+
+/// Requests the proxy answers itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admin {
+    Health,
+    State,
+    NotFound,
+    MethodNotAllowed,
+}
+
+/// Where and how a request is being forwarded.
+pub struct Forward<'a> {
+    /// Path prefix of the upstream ("" for none).
+    pub prefix: &'a str,
+    pub client_ip: IpAddr,
+    /// `http` or `https`, for X-Forwarded-Proto.
+    pub proto: &'a str,
+    pub max_body: u64,
+}
+
+fn eq(a: &str, b: &str) -> bool {
+    a.eq_ignore_ascii_case(b)
+}
+
+/// Comma-separated list elements, trimmed, empty ones skipped.
+fn list(v: &[u8]) -> impl Iterator<Item = &[u8]> {
+    v.split(|&b| b == b',').map(trim).filter(|t| !t.is_empty())
+}
+
+fn trim(v: &[u8]) -> &[u8] {
+    let start = v.iter().position(|b| !matches!(b, b' ' | b'\t')).unwrap_or(v.len());
+    let end = v.iter().rposition(|b| !matches!(b, b' ' | b'\t')).map_or(start, |e| e + 1);
+    &v[start..end]
+}
+
+fn list_has(v: &[u8], token: &str) -> bool {
+    list(v).any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// Headers that describe this connection only and are never forwarded as they came.
+fn hop_by_hop(name: &str) -> bool {
+    eq(name, "connection")
+        || eq(name, "keep-alive")
+        || eq(name, "proxy-connection")
+        || eq(name, "proxy-authorization")
+        || eq(name, "te")
+        || eq(name, "upgrade")
+}
+
+/// Headers a `Connection` option must never strip: removing them would change framing.
+fn protected(name: &[u8]) -> bool {
+    [&b"host"[..], b"content-length", b"transfer-encoding"].iter().any(|p| name.eq_ignore_ascii_case(p))
+}
+
+/// Whether `name` is listed in any `Connection` header of `headers`.
+fn named_by_connection(headers: &[httparse::Header], name: &str) -> bool {
+    if protected(name.as_bytes()) {
+        return false;
+    }
+    headers.iter().filter(|h| eq(h.name, "connection")).any(|h| list_has(h.value, name))
+}
+
+fn parse_content_length(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+fn valid_host(v: &[u8]) -> bool {
+    v.iter().all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:[]%".contains(&b))
+}
+
+/// Parses a request head at the start of `input`. On success the rewritten head for the
+/// upstream is in `out` (unless the request is for the proxy itself). `Ok(None)`: the head
+/// is not complete yet.
+pub fn parse_request(input: &[u8], fwd: &Forward, out: &mut Writer) -> Result<Option<Request>, Reject> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let head_len = match req.parse(input) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if input.len() > MAX_HEAD => return Err(Reject::HeadTooLarge),
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(Reject::HeadTooLarge),
+        Err(httparse::Error::Version) => return Err(Reject::Version),
+        Err(httparse::Error::HeaderName) => return Err(Reject::Bad("invalid header name")),
+        Err(httparse::Error::HeaderValue) => return Err(Reject::Bad("invalid header value")),
+        Err(httparse::Error::NewLine) => return Err(Reject::Bad("invalid line ending or folded header")),
+        Err(_) => return Err(Reject::Bad("malformed request line")),
+    };
+    if head_len > MAX_HEAD {
+        return Err(Reject::HeadTooLarge);
+    }
+    let (Some(method), Some(path), Some(minor)) = (req.method, req.path, req.version) else {
+        return Err(Reject::Bad("malformed request line"));
+    };
+    let headers = req.headers;
+
+    // Framing and the connection-level facts.
+    let (mut hosts, mut lengths, mut encodings) = (0, 0, 0);
+    let mut length = None;
+    let mut chunked = false;
+    let (mut close, mut keep_alive_opt, mut upgrade_opt, mut has_upgrade) = (false, false, false, false);
+    let mut expect_continue = false;
+    for h in headers.iter() {
+        let v = h.value;
+        if eq(h.name, "host") {
+            hosts += 1;
+            if !valid_host(trim(v)) {
+                return Err(Reject::Bad("invalid Host header"));
+            }
+        } else if eq(h.name, "content-length") {
+            lengths += 1;
+            length = Some(parse_content_length(trim(v)).ok_or(Reject::Bad("invalid Content-Length"))?);
+        } else if eq(h.name, "transfer-encoding") {
+            encodings += 1;
+            let mut codings = 0;
+            for t in v.split(|&b| b == b',').map(trim) {
+                codings += 1;
+                if t.eq_ignore_ascii_case(b"chunked") {
+                    if chunked {
+                        return Err(Reject::Bad("chunked applied twice"));
+                    }
+                    chunked = true;
+                } else if t.is_empty() {
+                    return Err(Reject::Bad("invalid Transfer-Encoding"));
+                } else {
+                    return Err(Reject::NotImplemented("only the chunked transfer coding is supported"));
+                }
+            }
+            if codings == 0 {
+                return Err(Reject::Bad("invalid Transfer-Encoding"));
+            }
+        } else if eq(h.name, "connection") {
+            close |= list_has(v, "close");
+            keep_alive_opt |= list_has(v, "keep-alive");
+            upgrade_opt |= list_has(v, "upgrade");
+        } else if eq(h.name, "upgrade") {
+            has_upgrade = true;
+        } else if eq(h.name, "expect") {
+            if !trim(v).eq_ignore_ascii_case(b"100-continue") {
+                return Err(Reject::Expectation);
+            }
+            expect_continue = minor == 1;
+        }
+    }
+    if hosts > 1 {
+        return Err(Reject::Bad("more than one Host header"));
+    }
+    if hosts == 0 && minor == 1 {
+        return Err(Reject::Bad("missing Host header"));
+    }
+    if lengths > 1 {
+        return Err(Reject::Bad("more than one Content-Length"));
+    }
+    if encodings > 0 && lengths > 0 {
+        return Err(Reject::Bad("both Content-Length and Transfer-Encoding"));
+    }
+    if encodings > 1 {
+        return Err(Reject::Bad("more than one Transfer-Encoding header"));
+    }
+    if encodings > 0 && minor == 0 {
+        return Err(Reject::Bad("Transfer-Encoding in an HTTP/1.0 request"));
+    }
+    let framing = match (chunked, length) {
+        (true, _) => Framing::Chunked,
+        (false, Some(n)) if n > fwd.max_body => return Err(Reject::BodyTooLarge),
+        (false, Some(n)) => Framing::Length(n),
+        (false, None) => Framing::None,
+    };
+
+    if method == "CONNECT" {
+        return Err(Reject::NotImplemented("CONNECT is not supported by a reverse proxy"));
+    }
+    // The request target: origin-form, `*` for OPTIONS, or absolute-form (reduced to origin-form).
+    let target = if path.starts_with('/') || (path == "*" && method == "OPTIONS") {
+        path
+    } else if let Some(rest) = strip_scheme(path) {
+        match rest.find('/') {
+            Some(i) => &rest[i..],
+            None => "/",
+        }
+    } else {
+        return Err(Reject::Bad("invalid request target"));
+    };
+
+    let keep_alive = !close && (minor == 1 || keep_alive_opt);
+    let upgrade = upgrade_opt && has_upgrade && minor == 1;
+    let mut request = Request {
+        head_len,
+        minor,
+        is_head: method == "HEAD",
+        framing,
+        keep_alive,
+        upgrade,
+        expect_continue,
+        admin: None,
+    };
+    if let Some(admin_path) = target.strip_prefix("/__failover/") {
+        let admin_path = admin_path.split('?').next().unwrap_or("");
+        request.admin = Some(match (method, admin_path) {
+            ("GET" | "HEAD", "health") => Admin::Health,
+            ("GET" | "HEAD", "state") => Admin::State,
+            (_, "health" | "state") => Admin::MethodNotAllowed,
+            _ => Admin::NotFound,
+        });
+        return Ok(Some(request));
+    }
+
+    // Rewrite: request line, headers in order minus hop-by-hop, then ours.
+    out.put(method.as_bytes());
+    out.put(b" ");
+    if target != "*" {
+        out.put(fwd.prefix.as_bytes());
+    }
+    out.put(target.as_bytes());
+    out.put(if minor == 1 { b" HTTP/1.1\r\n" } else { b" HTTP/1.0\r\n" });
+    let last_xff = headers.iter().rposition(|h| eq(h.name, "x-forwarded-for"));
+    for (i, h) in headers.iter().enumerate() {
+        let keep = if eq(h.name, "te") {
+            trim(h.value).eq_ignore_ascii_case(b"trailers")
+        } else {
+            !hop_by_hop(h.name) && !eq(h.name, "x-forwarded-proto") && !named_by_connection(headers, h.name)
+        };
+        if !keep {
+            continue;
+        }
+        out.put(h.name.as_bytes());
+        out.put(b": ");
+        out.put(trim(h.value));
+        if Some(i) == last_xff {
+            out.put(b", ");
+            put_ip(out, fwd.client_ip);
+        }
+        out.put(b"\r\n");
+    }
+    if last_xff.is_none() {
+        out.put(b"X-Forwarded-For: ");
+        put_ip(out, fwd.client_ip);
+        out.put(b"\r\n");
+    }
+    out.put(b"X-Forwarded-Proto: ");
+    out.put(fwd.proto.as_bytes());
+    out.put(b"\r\n");
+    if upgrade {
+        for h in headers.iter().filter(|h| eq(h.name, "upgrade")) {
+            out.put(b"Upgrade: ");
+            out.put(trim(h.value));
+            out.put(b"\r\n");
+        }
+        out.put(b"Connection: upgrade\r\n");
+    }
+    out.put(b"\r\n");
+    if out.overflow {
+        return Err(Reject::HeadTooLarge);
+    }
+    Ok(Some(request))
+}
+
+fn strip_scheme(target: &str) -> Option<&str> {
+    let (scheme, rest) = target.split_once("://")?;
+    (eq(scheme, "http") || eq(scheme, "https")).then_some(rest)
+}
+
+fn put_ip(out: &mut Writer, ip: IpAddr) {
+    let mut tmp = [0u8; 48];
+    let mut cur = &mut tmp[..];
+    let _ = write!(cur, "{ip}");
+    let n = 48 - cur.len();
+    out.put(&tmp[..n]);
+}
+
+/// What the proxy needs to know about a response head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Response {
+    pub head_len: usize,
+    pub status: u16,
+    pub framing: Framing,
+    /// The upstream connection may carry another request after this response.
+    pub reusable: bool,
+    /// The client connection stays open after this response.
+    pub keep_alive: bool,
+}
+
+/// Why a response head is refused (the client gets 502).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadResponse(pub &'static str);
+
+/// Parses a response head at the start of `input` and writes the head the client will get
+/// into `out`. `req` is the request it answers. `Ok(None)`: not complete yet.
+pub fn parse_response(input: &[u8], req: &Request, out: &mut Writer) -> Result<Option<Response>, BadResponse> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    let head_len = match resp.parse(input) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if input.len() > MAX_HEAD => return Err(BadResponse("response head too large")),
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(BadResponse("too many response headers")),
+        Err(_) => return Err(BadResponse("malformed response head")),
+    };
+    let (Some(minor), Some(status)) = (resp.version, resp.code) else {
+        return Err(BadResponse("malformed status line"));
+    };
+    if !(100..=999).contains(&status) {
+        return Err(BadResponse("invalid status code"));
+    }
+    let headers = resp.headers;
+    let (mut lengths, mut encodings, mut length, mut chunked_last) = (0, 0, None, false);
+    let (mut close, mut keep_alive_opt) = (false, false);
+    for h in headers.iter() {
+        if eq(h.name, "content-length") {
+            lengths += 1;
+            length = Some(parse_content_length(trim(h.value)).ok_or(BadResponse("invalid Content-Length"))?);
+        } else if eq(h.name, "transfer-encoding") {
+            encodings += 1;
+            chunked_last = list(h.value).last().is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
+        } else if eq(h.name, "connection") {
+            close |= list_has(h.value, "close");
+            keep_alive_opt |= list_has(h.value, "keep-alive");
+        }
+    }
+    if lengths > 1 {
+        return Err(BadResponse("more than one Content-Length"));
+    }
+    if lengths > 0 && encodings > 0 {
+        return Err(BadResponse("both Content-Length and Transfer-Encoding"));
+    }
+    if encodings > 1 {
+        return Err(BadResponse("more than one Transfer-Encoding header"));
+    }
+    let switching = status == 101;
+    if switching && !req.upgrade {
+        return Err(BadResponse("101 Switching Protocols to a request that did not ask for it"));
+    }
+    let interim = (100..200).contains(&status) && !switching;
+    let framing = if interim || switching || req.is_head || status == 204 || status == 304 {
+        Framing::None
+    } else if encodings > 0 && chunked_last {
+        Framing::Chunked
+    } else if encodings > 0 {
+        Framing::UntilClose
+    } else if let Some(n) = length {
+        Framing::Length(n)
+    } else {
+        Framing::UntilClose
+    };
+    let upstream_persistent = !close && (minor == 1 || keep_alive_opt);
+    let reusable = upstream_persistent && req.minor == 1 && framing != Framing::UntilClose && !switching;
+    let keep_alive = req.keep_alive && framing != Framing::UntilClose && !switching;
+
+    // An interim response is not forwarded to an HTTP/1.0 client (RFC 9110 15.2).
+    if interim && req.minor == 0 {
+        return Ok(Some(Response { head_len, status, framing, reusable, keep_alive }));
+    }
+    out.put(b"HTTP/1.1 ");
+    let mut code = [b'0'; 3];
+    code[0] += (status / 100) as u8;
+    code[1] += (status / 10 % 10) as u8;
+    code[2] += (status % 10) as u8;
+    out.put(&code);
+    out.put(b" ");
+    out.put(resp.reason.unwrap_or("").as_bytes());
+    out.put(b"\r\n");
+    let drop_length = framing == Framing::UntilClose && !req.is_head;
+    for h in headers.iter() {
+        let keep = if eq(h.name, "upgrade") {
+            switching
+        } else {
+            !hop_by_hop(h.name) && !named_by_connection(headers, h.name)
+        };
+        if !keep || (drop_length && eq(h.name, "content-length")) {
+            continue;
+        }
+        out.put(h.name.as_bytes());
+        out.put(b": ");
+        out.put(trim(h.value));
+        out.put(b"\r\n");
+    }
+    if switching {
+        out.put(b"Connection: upgrade\r\n");
+    } else if interim {
+        // Interim heads say nothing about the connection.
+    } else if !keep_alive {
+        out.put(b"Connection: close\r\n");
+    } else if req.minor == 0 {
+        out.put(b"Connection: keep-alive\r\n");
+    }
+    out.put(b"\r\n");
+    if out.overflow {
+        return Err(BadResponse("response head too large"));
+    }
+    Ok(Some(Response { head_len, status, framing, reusable, keep_alive }))
+}
+
+#[cfg(test)]
+#[path = "http1_tests.rs"]
+mod tests;

@@ -1,0 +1,96 @@
+//! Start-up: bind one `SO_REUSEPORT` listener per worker, start the workers (pinned to a
+//! core each with `--pin-cores`), and wait for them.
+//!
+//! All listeners are bound before any worker starts, so an unusable address is reported
+//! once, at start, with the process exiting non-zero.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::config::Config;
+use crate::health::Shared;
+use crate::worker::Worker;
+
+/// Binds a non-blocking listener that other listeners on the same address share.
+pub fn bind(addr: SocketAddr) -> io::Result<mio::net::TcpListener> {
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    sock.set_reuse_address(true)?;
+    sock.set_reuse_port(true)?;
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(4096)?;
+    Ok(mio::net::TcpListener::from_std(sock.into()))
+}
+
+/// Runs the proxy until the process is stopped.
+pub fn run(cfg: Config) -> io::Result<()> {
+    let cfg = Arc::new(cfg);
+    let shared = Arc::new(Shared::new());
+    let start = Instant::now();
+    let mut listeners = Vec::with_capacity(cfg.workers);
+    for _ in 0..cfg.workers {
+        listeners.push(
+            bind(cfg.listen).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {}: {e}", cfg.listen)))?,
+        );
+    }
+    let mut workers = Vec::with_capacity(cfg.workers);
+    for (id, listener) in listeners.into_iter().enumerate() {
+        workers.push(Worker::new(id, cfg.workers, listener, cfg.clone(), shared.clone(), start)?);
+    }
+    log::info!(
+        "listening on {} workers={} primary={} backup={} check_interval={:?} fail_threshold={} recover_threshold={}",
+        cfg.listen,
+        cfg.workers,
+        cfg.primary,
+        cfg.backup,
+        cfg.check_interval,
+        cfg.fail_threshold,
+        cfg.recover_threshold
+    );
+    let mut handles = Vec::with_capacity(workers.len());
+    for (id, mut w) in workers.into_iter().enumerate() {
+        let pin = cfg.pin_cores;
+        let h = std::thread::Builder::new().name(format!("worker-{id}")).spawn(move || {
+            if pin {
+                pin_to_core(id);
+            }
+            if let Err(e) = w.run() {
+                log::error!("worker={id} stopped: {e}");
+                std::process::exit(1);
+            }
+        })?;
+        handles.push(h);
+    }
+    for h in handles {
+        let _ = h.join();
+    }
+    Ok(())
+}
+
+/// Pins the calling thread to core `id` (modulo the cores this process may use).
+#[cfg(target_os = "linux")]
+fn pin_to_core(id: usize) {
+    // SAFETY: `set` is a plain bitset owned by this frame; CPU_ZERO/CPU_SET only write inside it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let core = id % cores;
+    // SAFETY: `core` is below CPU_SETSIZE for any machine `available_parallelism` reports.
+    unsafe {
+        libc::CPU_ZERO(&mut set);
+        libc::CPU_SET(core, &mut set);
+    }
+    // SAFETY: pid 0 means the calling thread; the size and pointer describe `set`.
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if rc != 0 {
+        log::warn!("worker={id} cannot pin to core {core}: {}", io::Error::last_os_error());
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn pin_to_core(id: usize) {
+    log::warn!("worker={id} --pin-cores is only supported on Linux");
+}

@@ -1,0 +1,81 @@
+//! Socket reads and writes that say what happened instead of returning `io::Result`.
+//!
+//! Every call loops until it moves what it can or the socket says `WouldBlock`, and then
+//! clears the matching readiness bit: that is the edge-triggered contract. Plain TCP today;
+//! TLS will sit behind the same calls. This file knows nothing of HTTP.
+
+use std::io::{self, IoSlice, Read, Write};
+
+use mio::net::TcpStream;
+
+use crate::buffer::Buf;
+use crate::readiness::{Readiness, HUP, R, W};
+
+/// What a read or write ended on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SockResult {
+    /// Moved what there was; the socket may have more (buffer full / nothing left to send).
+    Continue,
+    /// The socket has nothing more for now.
+    WouldBlock,
+    /// The peer closed its sending side (read returned 0).
+    Closed,
+    /// Reset or another socket error.
+    Error(io::ErrorKind),
+}
+
+/// Reads into the free space of `buf` until it is full or the socket would block.
+pub fn read_into(sock: &mut TcpStream, ready: &mut Readiness, buf: &mut Buf) -> (usize, SockResult) {
+    let mut total = 0;
+    loop {
+        let space = buf.space();
+        if space.is_empty() {
+            return (total, SockResult::Continue);
+        }
+        match sock.read(space) {
+            Ok(0) => {
+                ready.event &= !(R | HUP);
+                return (total, SockResult::Closed);
+            }
+            Ok(n) => {
+                buf.fill(n);
+                total += n;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                ready.event &= !(R | HUP);
+                return (total, SockResult::WouldBlock);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (total, SockResult::Error(e.kind())),
+        }
+    }
+}
+
+/// Writes `a` then `b` (either may be empty) with vectored writes until both are sent or
+/// the socket would block. Returns how many bytes left, counted across both.
+pub fn write_two(sock: &mut TcpStream, ready: &mut Readiness, a: &[u8], b: &[u8]) -> (usize, SockResult) {
+    let mut total = 0;
+    loop {
+        let (ra, rb) = if total < a.len() { (&a[total..], b) } else { (&[][..], &b[total - a.len()..]) };
+        if ra.is_empty() && rb.is_empty() {
+            return (total, SockResult::Continue);
+        }
+        let res = if ra.is_empty() {
+            sock.write(rb)
+        } else if rb.is_empty() {
+            sock.write(ra)
+        } else {
+            sock.write_vectored(&[IoSlice::new(ra), IoSlice::new(rb)])
+        };
+        match res {
+            Ok(0) => return (total, SockResult::Error(io::ErrorKind::WriteZero)),
+            Ok(n) => total += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                ready.event &= !W;
+                return (total, SockResult::WouldBlock);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (total, SockResult::Error(e.kind())),
+        }
+    }
+}

@@ -1,0 +1,482 @@
+//! One event loop: poll, dispatch by token, run timers, accept, attach and pool upstream
+//! connections, run health probes, and apply routing decisions.
+//!
+//! The worker owns everything mutable of its thread: the poller, the slabs, the timers,
+//! the buffer pool, the idle upstream pool and its copy of the route. It never parses
+//! HTTP; clients and probes do, and tell it what they need.
+
+use std::io::{self, Read};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+
+use crate::buffer::Pool;
+use crate::client::{Client, Ctx, Step};
+use crate::config::Config;
+use crate::health::{connect_error, probe_request, Outcome, Probe, Route, Shared};
+use crate::readiness::{Readiness, HUP, R};
+use crate::timer::{Deadline, Timers};
+use crate::token::{self, Kind};
+use crate::upstream::{IdlePool, Target, UpState, Uplink};
+
+/// Idle upstream connections kept per target and worker.
+const POOL_PER_TARGET: usize = 256;
+/// How long an idle upstream connection is kept (below common upstream keep-alive timeouts).
+const POOL_IDLE: Duration = Duration::from_secs(4);
+/// Pause before accepting again after the process ran out of file descriptors.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The context a client drives with, borrowed field by field so the slabs stay free.
+macro_rules! ctx {
+    ($w:expr) => {
+        Ctx { cfg: &$w.cfg, pool: &mut $w.pool, shared: &$w.shared, route: $w.route, now: $w.now }
+    };
+}
+
+pub struct Worker {
+    id: usize,
+    workers: usize,
+    poll: Poll,
+    listener: TcpListener,
+    cfg: Arc<Config>,
+    shared: Arc<Shared>,
+    clients: Slab<Client>,
+    uplinks: Slab<Uplink>,
+    probes: Slab<Probe>,
+    idle: IdlePool,
+    pool: Pool,
+    timers: Timers,
+    route: Route,
+    epoch: u64,
+    gen: u32,
+    now: Instant,
+    /// Clients that used up their turn with work left: (key, generation).
+    yielded: Vec<(usize, u32)>,
+    probe_requests: [Vec<u8>; 2],
+    next_tick: Instant,
+    accept_paused: bool,
+}
+
+impl Worker {
+    /// Sets up a worker around a listener bound by the caller. `start` is the instant the
+    /// probe schedule counts from (the same for every worker).
+    pub fn new(
+        id: usize,
+        workers: usize,
+        listener: TcpListener,
+        cfg: Arc<Config>,
+        shared: Arc<Shared>,
+        start: Instant,
+    ) -> io::Result<Worker> {
+        let poll = Poll::new()?;
+        let mut listener = listener;
+        poll.registry().register(&mut listener, token::make(Kind::Listener, 0, 0), Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), token::make(Kind::Waker, 0, 0))?);
+        shared.add_waker(waker);
+        let (epoch, route, _) = shared.route();
+        let probe_requests = [probe_request(&cfg, Target::Primary), probe_request(&cfg, Target::Backup)];
+        let mut w = Worker {
+            id,
+            workers,
+            poll,
+            listener,
+            cfg,
+            shared,
+            clients: Slab::with_capacity(1024),
+            uplinks: Slab::with_capacity(256),
+            probes: Slab::with_capacity(4),
+            idle: IdlePool::new(POOL_PER_TARGET),
+            pool: Pool::new(4096),
+            timers: Timers::new(),
+            route,
+            epoch,
+            gen: 0,
+            now: Instant::now(),
+            yielded: Vec::new(),
+            probe_requests,
+            next_tick: start,
+            accept_paused: false,
+        };
+        w.next_tick = start + w.cfg.check_interval * id as u32;
+        w.timers.arm(w.next_tick, token::make(Kind::Tick, 0, 0));
+        Ok(w)
+    }
+
+    fn next_gen(&mut self) -> u32 {
+        self.gen = token::next_gen(self.gen);
+        self.gen
+    }
+
+    /// Runs the loop forever (until the process exits).
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            self.now = Instant::now();
+            let timeout = if self.yielded.is_empty() { self.timers.timeout(self.now) } else { Some(Duration::ZERO) };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            self.now = Instant::now();
+            for ev in events.iter() {
+                let (kind, index, gen) = token::split(ev.token());
+                match kind {
+                    Kind::Listener => self.accept(),
+                    Kind::Waker => self.sync_route(),
+                    Kind::Client => {
+                        if let Some(c) = self.clients.get_mut(index).filter(|c| c.gen == gen) {
+                            c.ready.record(ev);
+                            self.drive_client(index);
+                        }
+                    }
+                    Kind::Uplink => {
+                        if let Some(u) = self.uplinks.get_mut(index).filter(|u| u.gen == gen) {
+                            u.ready.record(ev);
+                            match u.client {
+                                Some(c) => self.drive_client(c),
+                                None => self.check_idle(index),
+                            }
+                        }
+                    }
+                    Kind::Probe => {
+                        if let Some(p) = self.probes.get_mut(index).filter(|p| p.gen == gen) {
+                            p.ready.record(ev);
+                            self.drive_probe(index);
+                        }
+                    }
+                    Kind::Tick => {}
+                }
+            }
+            for (key, gen) in std::mem::take(&mut self.yielded) {
+                if self.clients.get(key).is_some_and(|c| c.gen == gen) {
+                    self.drive_client(key);
+                }
+            }
+            while let Some(tok) = self.timers.pop_due(self.now) {
+                self.on_timer(tok);
+            }
+        }
+    }
+
+    fn accept(&mut self) {
+        if self.accept_paused {
+            return;
+        }
+        loop {
+            match self.listener.accept() {
+                Ok((mut sock, peer)) => {
+                    let _ = sock.set_nodelay(true);
+                    let gen = self.next_gen();
+                    let entry = self.clients.vacant_entry();
+                    let key = entry.key();
+                    let tok = token::make(Kind::Client, key, gen);
+                    if let Err(e) =
+                        self.poll.registry().register(&mut sock, tok, Interest::READABLE | Interest::WRITABLE)
+                    {
+                        log::error!("worker={} cannot register a client: {e}", self.id);
+                        continue;
+                    }
+                    let mut c = Client::new(sock, peer, gen, self.now);
+                    if let Some(at) = c.deadline.set(c.next_deadline(&self.cfg)) {
+                        self.timers.arm(at, tok);
+                    }
+                    entry.insert(c);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // Out of file descriptors or memory: stop accepting for a moment rather than spin.
+                    log::warn!("worker={} accept failed: {e}; pausing accepts for {:?}", self.id, ACCEPT_BACKOFF);
+                    self.accept_paused = true;
+                    self.timers.arm(self.now + ACCEPT_BACKOFF, token::make(Kind::Listener, 0, 0));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn drive_client(&mut self, key: usize) {
+        loop {
+            let step = {
+                let Some(c) = self.clients.get_mut(key) else { return };
+                let up = c.uplink.and_then(|u| self.uplinks.get_mut(u));
+                c.drive(&mut ctx!(self), up)
+            };
+            if !self.apply(key, step) {
+                return;
+            }
+        }
+    }
+
+    /// Acts on a client's step. Returns true if the client should be driven again.
+    fn apply(&mut self, key: usize, step: Step) -> bool {
+        match step {
+            Step::Wait | Step::Yield => {
+                if step == Step::Yield {
+                    if let Some(c) = self.clients.get(key) {
+                        self.yielded.push((key, c.gen));
+                    }
+                }
+                self.update_deadline(key);
+                false
+            }
+            Step::Close => {
+                self.close_client(key);
+                false
+            }
+            Step::Connect { target, fresh } => {
+                self.detach_uplink(key, false);
+                self.attach_uplink(key, target, fresh)
+            }
+            Step::DropUpstream => {
+                self.detach_uplink(key, false);
+                true
+            }
+            Step::Finished { reuse } => {
+                self.detach_uplink(key, reuse);
+                true
+            }
+        }
+    }
+
+    fn update_deadline(&mut self, key: usize) {
+        if let Some(c) = self.clients.get_mut(key) {
+            let at = c.next_deadline(&self.cfg);
+            if let Some(at) = c.deadline.set(at) {
+                self.timers.arm(at, token::make(Kind::Client, key, c.gen));
+            }
+        }
+    }
+
+    fn close_client(&mut self, key: usize) {
+        self.detach_uplink(key, false);
+        if self.clients.contains(key) {
+            let mut c = self.clients.remove(key);
+            c.release(&mut self.pool);
+        }
+    }
+
+    /// Gives the client a connection to `target`: a pooled one if there is a clean one
+    /// (unless `fresh`), else a new one. Returns true if the client should be driven.
+    fn attach_uplink(&mut self, key: usize, target: Target, fresh: bool) -> bool {
+        if !fresh {
+            while let Some(u) = self.idle.take(target) {
+                if self.idle_is_clean(u) {
+                    let up = &mut self.uplinks[u];
+                    up.state = UpState::Busy;
+                    up.client = Some(key);
+                    up.deadline.set(None);
+                    self.clients[key].uplink = Some(u);
+                    return true;
+                }
+                self.uplinks.remove(u);
+            }
+        }
+        let addr = match target {
+            Target::Primary => self.cfg.primary.addr,
+            Target::Backup => self.cfg.backup.addr,
+        };
+        let gen = self.next_gen();
+        let entry = self.uplinks.vacant_entry();
+        let u = entry.key();
+        let connected = TcpStream::connect(addr).and_then(|mut sock| {
+            let _ = sock.set_nodelay(true);
+            let tok = token::make(Kind::Uplink, u, gen);
+            self.poll.registry().register(&mut sock, tok, Interest::READABLE | Interest::WRITABLE)?;
+            Ok(sock)
+        });
+        match connected {
+            Ok(sock) => {
+                entry.insert(Uplink {
+                    sock,
+                    ready: Readiness::new(),
+                    target,
+                    state: UpState::Connecting,
+                    client: Some(key),
+                    reused: false,
+                    gen,
+                    idle_since: self.now,
+                    deadline: Deadline::default(),
+                });
+                self.clients[key].uplink = Some(u);
+                true
+            }
+            Err(e) => {
+                let why = connect_error(&e);
+                let step = match self.clients.get_mut(key) {
+                    Some(c) => c.connect_error(&mut ctx!(self), why),
+                    None => Step::Close,
+                };
+                self.apply(key, step)
+            }
+        }
+    }
+
+    /// Detaches the client's upstream connection: into the pool if `reuse`, else closed.
+    fn detach_uplink(&mut self, key: usize, reuse: bool) {
+        let Some(u) = self.clients.get_mut(key).and_then(|c| c.uplink.take()) else { return };
+        let Some(up) = self.uplinks.get_mut(u) else { return };
+        up.client = None;
+        if reuse && up.state == UpState::Busy {
+            up.state = UpState::Idle;
+            up.reused = true;
+            up.idle_since = self.now;
+            let target = up.target;
+            if let Some(at) = up.deadline.set(Some(self.now + POOL_IDLE)) {
+                self.timers.arm(at, token::make(Kind::Uplink, u, up.gen));
+            }
+            if self.idle_is_clean(u) && self.idle.put(target, u) {
+                return;
+            }
+        }
+        self.uplinks.remove(u);
+    }
+
+    /// An idle pooled connection must have nothing to read: data or EOF means the
+    /// upstream closed it or broke framing. Checks, clearing a stale readable bit.
+    fn idle_is_clean(&mut self, u: usize) -> bool {
+        let Some(up) = self.uplinks.get_mut(u) else { return false };
+        if up.ready.event & (R | HUP) == 0 {
+            return true;
+        }
+        let mut byte = [0u8; 1];
+        match up.sock.read(&mut byte) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                up.ready.event &= !(R | HUP);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// An event on an idle pooled connection: drop it if the upstream closed it.
+    fn check_idle(&mut self, u: usize) {
+        if !self.idle_is_clean(u) {
+            if let Some(up) = self.uplinks.get(u) {
+                let target = up.target;
+                self.idle.remove(target, u);
+                self.uplinks.remove(u);
+            }
+        }
+    }
+
+    fn on_timer(&mut self, tok: Token) {
+        let (kind, index, gen) = token::split(tok);
+        match kind {
+            Kind::Client => {
+                let Some(c) = self.clients.get_mut(index).filter(|c| c.gen == gen) else { return };
+                let (expired, rearm) = c.deadline.fired(self.now);
+                if let Some(at) = rearm {
+                    self.timers.arm(at, tok);
+                }
+                if expired {
+                    let step = { self.clients[index].on_timeout(&mut ctx!(self)) };
+                    if self.apply(index, step) || step == Step::Wait {
+                        self.drive_client(index);
+                    }
+                }
+            }
+            Kind::Uplink => {
+                let Some(up) = self.uplinks.get_mut(index).filter(|u| u.gen == gen) else { return };
+                let (expired, rearm) = up.deadline.fired(self.now);
+                if let Some(at) = rearm {
+                    self.timers.arm(at, tok);
+                }
+                if expired && up.state == UpState::Idle {
+                    let target = up.target;
+                    self.idle.remove(target, index);
+                    self.uplinks.remove(index);
+                }
+            }
+            Kind::Probe => {
+                if self.probes.get(index).is_some_and(|p| p.gen == gen) {
+                    let p = self.probes.remove(index);
+                    self.finish_probe(p.target, Outcome::Unhealthy("check timed out".into()));
+                }
+            }
+            Kind::Tick => self.tick(),
+            Kind::Listener => {
+                self.accept_paused = false;
+                self.accept();
+            }
+            Kind::Waker => {}
+        }
+    }
+
+    /// This worker's turn in the probe schedule: probe both upstreams.
+    fn tick(&mut self) {
+        for target in [Target::Primary, Target::Backup] {
+            self.start_probe(target);
+        }
+        let period = self.cfg.check_interval * self.workers as u32;
+        self.next_tick += period;
+        if self.next_tick < self.now {
+            // The loop stalled past a whole period: skip the missed turns.
+            self.next_tick = self.now + period;
+        }
+        self.timers.arm(self.next_tick, token::make(Kind::Tick, 0, 0));
+    }
+
+    fn start_probe(&mut self, target: Target) {
+        let addr = match target {
+            Target::Primary => self.cfg.primary.addr,
+            Target::Backup => self.cfg.backup.addr,
+        };
+        let gen = self.next_gen();
+        let entry = self.probes.vacant_entry();
+        let tok = token::make(Kind::Probe, entry.key(), gen);
+        let deadline = self.now + self.cfg.check_timeout;
+        let started = TcpStream::connect(addr).and_then(|mut sock| {
+            let _ = sock.set_nodelay(true);
+            self.poll.registry().register(&mut sock, tok, Interest::READABLE | Interest::WRITABLE)?;
+            Ok(sock)
+        });
+        match started {
+            Ok(sock) => {
+                entry.insert(Probe::new(sock, target, gen, deadline));
+                self.timers.arm(deadline, tok);
+            }
+            Err(e) => self.finish_probe(target, Outcome::Unhealthy(connect_error(&e))),
+        }
+    }
+
+    fn drive_probe(&mut self, index: usize) {
+        let p = &mut self.probes[index];
+        let outcome = p.drive(&self.probe_requests[p.target.index()]);
+        if !matches!(outcome, Outcome::Pending) {
+            let p = self.probes.remove(index);
+            self.finish_probe(p.target, outcome);
+        }
+    }
+
+    fn finish_probe(&mut self, target: Target, outcome: Outcome) {
+        match outcome {
+            Outcome::Pending => return,
+            Outcome::Healthy => self.shared.report(&self.cfg, target, true, ""),
+            Outcome::Unhealthy(why) => {
+                log::debug!("worker={} {} check failed: {why}", self.id, target.name());
+                self.shared.report(&self.cfg, target, false, &why);
+            }
+        }
+        self.sync_route();
+    }
+
+    /// Copies a newer routing decision into this loop.
+    fn sync_route(&mut self) {
+        if self.shared.epoch() == self.epoch {
+            return;
+        }
+        let (epoch, route, reason) = self.shared.route();
+        self.epoch = epoch;
+        if route != self.route {
+            let down = if route.both_down { "; both upstreams are down" } else { "" };
+            log::warn!("worker={} {reason}; traffic -> {}{down}", self.id, route.active.name());
+            self.route = route;
+        }
+    }
+}
