@@ -139,7 +139,8 @@ mod tests {
         assert_eq!(b.bytes(), b"world");
         let big = vec![7u8; BUF_SIZE];
         let n = b.push(&big);
-        assert_eq!(n, BUF_SIZE - 5, "compacts to make room, then fills to the brim");
+        assert_eq!(n, BUF_SIZE - 11, "fills the tail first");
+        assert_eq!(b.push(&big), 6, "then moves the held bytes to the front to make room");
         assert!(b.is_full());
         assert_eq!(&b.bytes()[..5], b"world");
         b.consume(b.len());

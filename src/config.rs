@@ -32,7 +32,7 @@ fn err(key: &str, what: impl fmt::Display) -> Error {
 
 /// Command-line flags. Every one is optional here so that the YAML file can supply it.
 #[derive(Parser, Debug, Default)]
-#[command(name = "failover", version, about = "A tiny, fast HTTP/1.1 reverse proxy that fails over to a backup and back.", long_about = None)]
+#[command(name = "failover", version, args_override_self = true, about = "A tiny, fast HTTP/1.1 reverse proxy that fails over to a backup and back.", long_about = None)]
 pub struct Flags {
     /// Primary upstream URL, http://host[:port][/prefix] (required, here or in the config file)
     #[arg(long, value_name = "URL")]

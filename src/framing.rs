@@ -327,7 +327,7 @@ mod tests {
             (b"005\r\nhello\r\n0\r\n\r\n", 17),
             (b"5;ext=1\r\nhello\r\n0\r\n\r\n", 21),
             (b"5 ; ext=\"q\\\"v\"\r\nhello\r\n0\r\n\r\n", 28),
-            (b"0\r\nTrailer-A: v\r\nB: 2\r\n\r\n", 26),
+            (b"0\r\nTrailer-A: v\r\nB: 2\r\n\r\n", 25),
         ];
         for (input, want) in cases {
             assert_eq!(decode(input), Ok(*want), "{:?}", String::from_utf8_lossy(input));
@@ -342,7 +342,7 @@ mod tests {
             (b"-5\r\n", ChunkError::BadSize),
             (b"+5\r\n", ChunkError::BadSize),
             (b"0x5\r\n", ChunkError::BadSize),
-            (b"5\nhello", ChunkError::MissingCrlf),
+            (b"5\nhello", ChunkError::BadSize),
             (b"5\r\nhelloX", ChunkError::MissingCrlf),
             (b"5\r\nhello\rX", ChunkError::MissingCrlf),
             (b"5\r\nhello\n0\r\n", ChunkError::MissingCrlf),

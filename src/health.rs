@@ -78,6 +78,9 @@ pub struct Book {
     pub since_unix: u64,
     /// Why the last transition happened.
     pub reason: String,
+    /// Recent transitions as (epoch, reason, route after it), so a worker that wakes late
+    /// still logs each one.
+    pub history: Vec<(u64, String, Route)>,
 }
 
 /// What workers copy into their own state when the epoch moves.
@@ -95,6 +98,16 @@ pub struct Shared {
     wakers: Mutex<Vec<Arc<mio::Waker>>>,
 }
 
+/// Transitions kept for workers that wake late.
+const HISTORY: usize = 16;
+
+fn route_of(book: &Book) -> Route {
+    Route {
+        active: if book.on_backup { Target::Backup } else { Target::Primary },
+        both_down: !book.primary.healthy && !book.backup.healthy,
+    }
+}
+
 pub fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
@@ -108,6 +121,7 @@ impl Shared {
                 on_backup: false,
                 since_unix: unix_now(),
                 reason: String::new(),
+                history: Vec::new(),
             }),
             epoch: AtomicU64::new(0),
             wakers: Mutex::new(Vec::new()),
@@ -131,13 +145,15 @@ impl Shared {
         self.lock().clone()
     }
 
-    pub fn route(&self) -> (u64, Route, String) {
+    /// The current route and epoch.
+    pub fn route(&self) -> (u64, Route) {
         let book = self.lock();
-        let route = Route {
-            active: if book.on_backup { Target::Backup } else { Target::Primary },
-            both_down: !book.primary.healthy && !book.backup.healthy,
-        };
-        (self.epoch(), route, book.reason.clone())
+        (self.epoch(), route_of(&book))
+    }
+
+    /// Transitions after epoch `since`, oldest first.
+    pub fn transitions_since(&self, since: u64) -> Vec<(u64, String, Route)> {
+        self.lock().history.iter().filter(|(e, _, _)| *e > since).cloned().collect()
     }
 
     /// Counts a probe result. When it changes what workers must do, bumps the epoch and
@@ -164,12 +180,17 @@ impl Shared {
                     book.on_backup = !book.primary.healthy;
                     book.since_unix = unix_now();
                 }
+                let epoch = self.epoch.fetch_add(1, Ordering::AcqRel) + 1;
+                let route = route_of(&book);
+                if book.history.len() == HISTORY {
+                    book.history.remove(0);
+                }
+                book.history.push((epoch, reason.clone(), route));
                 book.reason = reason;
             }
             flipped
         };
         if changed {
-            self.epoch.fetch_add(1, Ordering::AcqRel);
             for w in self.wakers.lock().unwrap_or_else(|p| p.into_inner()).iter() {
                 if let Err(e) = w.wake() {
                     log::error!("cannot wake a worker after a health change: {e}");
@@ -408,9 +429,11 @@ mod tests {
         assert_eq!(s.epoch(), 0);
         s.report(&cfg, Target::Primary, false, "connect refused");
         assert_eq!(s.epoch(), 1);
-        let (_, route, reason) = s.route();
+        let (_, route) = s.route();
         assert_eq!(route.active, Target::Backup);
-        assert_eq!(reason, "primary unhealthy: connect refused (2/2)");
+        let log = s.transitions_since(0);
+        assert_eq!(log.len(), 1);
+        assert_eq!(log[0].1, "primary unhealthy: connect refused (2/2)");
         let json = s.state_json(&cfg);
         assert!(json.contains("\"on_backup\":true"), "{json}");
         assert!(json.contains("\"primary\":\"http://127.0.0.1:1\""), "{json}");

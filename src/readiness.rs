@@ -26,7 +26,7 @@ impl Readiness {
     }
 
     pub fn can_read(&self) -> bool {
-        self.event & self.interest & (R | HUP) != 0 && self.interest & R != 0
+        self.interest & R != 0 && self.event & (R | HUP) != 0
     }
 
     pub fn can_write(&self) -> bool {

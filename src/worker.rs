@@ -76,7 +76,7 @@ impl Worker {
         poll.registry().register(&mut listener, token::make(Kind::Listener, 0, 0), Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), token::make(Kind::Waker, 0, 0))?);
         shared.add_waker(waker);
-        let (epoch, route, _) = shared.route();
+        let (epoch, route) = shared.route();
         let probe_requests = [probe_request(&cfg, Target::Primary), probe_request(&cfg, Target::Backup)];
         let mut w = Worker {
             id,
@@ -471,12 +471,12 @@ impl Worker {
         if self.shared.epoch() == self.epoch {
             return;
         }
-        let (epoch, route, reason) = self.shared.route();
-        self.epoch = epoch;
-        if route != self.route {
-            let down = if route.both_down { "; both upstreams are down" } else { "" };
-            log::warn!("worker={} {reason}; traffic -> {}{down}", self.id, route.active.name());
-            self.route = route;
+        for (_, reason, after) in self.shared.transitions_since(self.epoch) {
+            let down = if after.both_down { "; both upstreams are down" } else { "" };
+            log::warn!("worker={} {reason}; traffic -> {}{down}", self.id, after.active.name());
         }
+        let (epoch, route) = self.shared.route();
+        self.epoch = epoch;
+        self.route = route;
     }
 }
