@@ -93,6 +93,43 @@ pub struct Forward<'a> {
     pub max_body: u64,
 }
 
+/// Header names the proxy acts on, told apart by length first so that the common case
+/// (a header we only copy) costs one or two comparisons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Name {
+    Other,
+    Host,
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    Upgrade,
+    Expect,
+    Te,
+    XForwardedFor,
+    XForwardedProto,
+    /// Keep-Alive, Proxy-Connection, Proxy-Authorization: always dropped.
+    HopByHop,
+}
+
+fn classify(name: &str) -> Name {
+    let is = |n: &str| name.eq_ignore_ascii_case(n);
+    match name.len() {
+        2 if is("te") => Name::Te,
+        4 if is("host") => Name::Host,
+        6 if is("expect") => Name::Expect,
+        7 if is("upgrade") => Name::Upgrade,
+        10 if is("connection") => Name::Connection,
+        10 if is("keep-alive") => Name::HopByHop,
+        14 if is("content-length") => Name::ContentLength,
+        15 if is("x-forwarded-for") => Name::XForwardedFor,
+        16 if is("proxy-connection") => Name::HopByHop,
+        17 if is("transfer-encoding") => Name::TransferEncoding,
+        17 if is("x-forwarded-proto") => Name::XForwardedProto,
+        19 if is("proxy-authorization") => Name::HopByHop,
+        _ => Name::Other,
+    }
+}
+
 fn eq(a: &str, b: &str) -> bool {
     a.eq_ignore_ascii_case(b)
 }
@@ -110,16 +147,6 @@ fn trim(v: &[u8]) -> &[u8] {
 
 fn list_has(v: &[u8], token: &str) -> bool {
     list(v).any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
-}
-
-/// Headers that describe this connection only and are never forwarded as they came.
-fn hop_by_hop(name: &str) -> bool {
-    eq(name, "connection")
-        || eq(name, "keep-alive")
-        || eq(name, "proxy-connection")
-        || eq(name, "proxy-authorization")
-        || eq(name, "te")
-        || eq(name, "upgrade")
 }
 
 /// Headers a `Connection` option must never strip: removing them would change framing.
@@ -177,17 +204,24 @@ pub fn parse_request(input: &[u8], fwd: &Forward, out: &mut Writer) -> Result<Op
     let mut chunked = false;
     let (mut close, mut keep_alive_opt, mut upgrade_opt, mut has_upgrade) = (false, false, false, false);
     let mut expect_continue = false;
-    for h in headers.iter() {
+    // Connection options other than these name headers to drop.
+    let mut conn_names = false;
+    let mut kinds = [Name::Other; MAX_HEADERS];
+    for (h, kind) in headers.iter().zip(kinds.iter_mut()) {
+        *kind = classify(h.name);
         let v = h.value;
-        if eq(h.name, "host") {
+        if *kind == Name::Other || *kind == Name::HopByHop || *kind == Name::Te {
+            continue;
+        }
+        if *kind == Name::Host {
             hosts += 1;
             if !valid_host(trim(v)) {
                 return Err(Reject::Bad("invalid Host header"));
             }
-        } else if eq(h.name, "content-length") {
+        } else if *kind == Name::ContentLength {
             lengths += 1;
             length = Some(parse_content_length(trim(v)).ok_or(Reject::Bad("invalid Content-Length"))?);
-        } else if eq(h.name, "transfer-encoding") {
+        } else if *kind == Name::TransferEncoding {
             encodings += 1;
             let mut codings = 0;
             for t in v.split(|&b| b == b',').map(trim) {
@@ -206,13 +240,21 @@ pub fn parse_request(input: &[u8], fwd: &Forward, out: &mut Writer) -> Result<Op
             if codings == 0 {
                 return Err(Reject::Bad("invalid Transfer-Encoding"));
             }
-        } else if eq(h.name, "connection") {
-            close |= list_has(v, "close");
-            keep_alive_opt |= list_has(v, "keep-alive");
-            upgrade_opt |= list_has(v, "upgrade");
-        } else if eq(h.name, "upgrade") {
+        } else if *kind == Name::Connection {
+            for t in list(v) {
+                if t.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                    keep_alive_opt = true;
+                } else if t.eq_ignore_ascii_case(b"upgrade") {
+                    upgrade_opt = true;
+                } else {
+                    conn_names = true;
+                }
+            }
+        } else if *kind == Name::Upgrade {
             has_upgrade = true;
-        } else if eq(h.name, "expect") {
+        } else if *kind == Name::Expect {
             if !trim(v).eq_ignore_ascii_case(b"100-continue") {
                 return Err(Reject::Expectation);
             }
@@ -290,12 +332,14 @@ pub fn parse_request(input: &[u8], fwd: &Forward, out: &mut Writer) -> Result<Op
     }
     out.put(target.as_bytes());
     out.put(if minor == 1 { b" HTTP/1.1\r\n" } else { b" HTTP/1.0\r\n" });
-    let last_xff = headers.iter().rposition(|h| eq(h.name, "x-forwarded-for"));
-    for (i, h) in headers.iter().enumerate() {
-        let keep = if eq(h.name, "te") {
-            trim(h.value).eq_ignore_ascii_case(b"trailers")
-        } else {
-            !hop_by_hop(h.name) && !eq(h.name, "x-forwarded-proto") && !named_by_connection(headers, h.name)
+    let kinds = &kinds[..headers.len()];
+    let last_xff = kinds.iter().rposition(|k| *k == Name::XForwardedFor);
+    for (i, (h, kind)) in headers.iter().zip(kinds).enumerate() {
+        let keep = match kind {
+            Name::Te => trim(h.value).eq_ignore_ascii_case(b"trailers"),
+            Name::Connection | Name::Upgrade | Name::HopByHop | Name::XForwardedProto => false,
+            Name::Other | Name::XForwardedFor | Name::Expect => !conn_names || !named_by_connection(headers, h.name),
+            Name::Host | Name::ContentLength | Name::TransferEncoding => true,
         };
         if !keep {
             continue;
@@ -318,7 +362,7 @@ pub fn parse_request(input: &[u8], fwd: &Forward, out: &mut Writer) -> Result<Op
     out.put(fwd.proto.as_bytes());
     out.put(b"\r\n");
     if upgrade {
-        for h in headers.iter().filter(|h| eq(h.name, "upgrade")) {
+        for (h, _) in headers.iter().zip(kinds).filter(|(_, k)| **k == Name::Upgrade) {
             out.put(b"Upgrade: ");
             out.put(trim(h.value));
             out.put(b"\r\n");
@@ -381,17 +425,31 @@ pub fn parse_response(input: &[u8], req: &Request, out: &mut Writer) -> Result<O
     }
     let headers = resp.headers;
     let (mut lengths, mut encodings, mut length, mut chunked_last) = (0, 0, None, false);
-    let (mut close, mut keep_alive_opt) = (false, false);
-    for h in headers.iter() {
-        if eq(h.name, "content-length") {
-            lengths += 1;
-            length = Some(parse_content_length(trim(h.value)).ok_or(BadResponse("invalid Content-Length"))?);
-        } else if eq(h.name, "transfer-encoding") {
-            encodings += 1;
-            chunked_last = list(h.value).last().is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
-        } else if eq(h.name, "connection") {
-            close |= list_has(h.value, "close");
-            keep_alive_opt |= list_has(h.value, "keep-alive");
+    let (mut close, mut keep_alive_opt, mut conn_names) = (false, false, false);
+    let mut kinds = [Name::Other; MAX_HEADERS];
+    for (h, kind) in headers.iter().zip(kinds.iter_mut()) {
+        *kind = classify(h.name);
+        match kind {
+            Name::ContentLength => {
+                lengths += 1;
+                length = Some(parse_content_length(trim(h.value)).ok_or(BadResponse("invalid Content-Length"))?);
+            }
+            Name::TransferEncoding => {
+                encodings += 1;
+                chunked_last = list(h.value).last().is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
+            }
+            Name::Connection => {
+                for t in list(h.value) {
+                    if t.eq_ignore_ascii_case(b"close") {
+                        close = true;
+                    } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                        keep_alive_opt = true;
+                    } else if !t.eq_ignore_ascii_case(b"upgrade") {
+                        conn_names = true;
+                    }
+                }
+            }
+            _ => {}
         }
     }
     if lengths > 1 {
@@ -437,13 +495,15 @@ pub fn parse_response(input: &[u8], req: &Request, out: &mut Writer) -> Result<O
     out.put(resp.reason.unwrap_or("").as_bytes());
     out.put(b"\r\n");
     let drop_length = framing == Framing::UntilClose && !req.is_head;
-    for h in headers.iter() {
-        let keep = if eq(h.name, "upgrade") {
-            switching
-        } else {
-            !hop_by_hop(h.name) && !named_by_connection(headers, h.name)
+    for (h, kind) in headers.iter().zip(&kinds[..headers.len()]) {
+        let keep = match kind {
+            Name::Upgrade => switching,
+            Name::Connection | Name::HopByHop | Name::Te => false,
+            Name::ContentLength => !drop_length,
+            Name::TransferEncoding => true,
+            _ => !conn_names || !named_by_connection(headers, h.name),
         };
-        if !keep || (drop_length && eq(h.name, "content-length")) {
+        if !keep {
             continue;
         }
         out.put(h.name.as_bytes());

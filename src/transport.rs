@@ -27,6 +27,8 @@ pub enum SockResult {
 /// Reads into the free space of `buf` until it is full or the socket would block.
 pub fn read_into(sock: &mut TcpStream, ready: &mut Readiness, buf: &mut Buf) -> (usize, SockResult) {
     let mut total = 0;
+    // After a hang-up hint the zero-byte read must still happen, so no short-read shortcut.
+    let hup = ready.event & HUP != 0;
     loop {
         let space = buf.space();
         if space.is_empty() {
@@ -38,8 +40,15 @@ pub fn read_into(sock: &mut TcpStream, ready: &mut Readiness, buf: &mut Buf) -> 
                 return (total, SockResult::Closed);
             }
             Ok(n) => {
+                let asked = space.len();
                 buf.fill(n);
                 total += n;
+                if n < asked && !hup {
+                    // A short read on a stream socket means it is drained (epoll(7)): the
+                    // next edge will come, so skip the read that would say WouldBlock.
+                    ready.event &= !(R | HUP);
+                    return (total, SockResult::WouldBlock);
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 ready.event &= !(R | HUP);
@@ -69,7 +78,14 @@ pub fn write_two(sock: &mut TcpStream, ready: &mut Readiness, a: &[u8], b: &[u8]
         };
         match res {
             Ok(0) => return (total, SockResult::Error(io::ErrorKind::WriteZero)),
-            Ok(n) => total += n,
+            Ok(n) => {
+                total += n;
+                if n < ra.len() + rb.len() {
+                    // Short write: the send buffer is full; an edge comes when it drains.
+                    ready.event &= !W;
+                    return (total, SockResult::WouldBlock);
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 ready.event &= !W;
                 return (total, SockResult::WouldBlock);
