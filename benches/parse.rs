@@ -41,7 +41,7 @@ Content-Length: 1024\r\nConnection: keep-alive\r\nCache-Control: max-age=60\r\n\
     let parsed = parse_request(req, &fwd, &mut Writer { buf: &mut out, overflow: false }).unwrap().unwrap();
     bench("response head parse+rewrite", 1_000_000, || {
         out.clear();
-        let r = parse_response(black_box(resp), &parsed, &mut Writer { buf: &mut out, overflow: false });
+        let r = parse_response(black_box(resp), &parsed, b"", &mut Writer { buf: &mut out, overflow: false });
         black_box(r.ok());
     });
     let mut chunked = Vec::new();

@@ -39,24 +39,31 @@ pub struct Answer<'a> {
 }
 
 impl Answer<'_> {
-    /// A plain-text error; the body is the status line's words and the detail.
-    pub fn error(status: u16, detail: &str, out: &mut Buf) {
-        let mut text = [0u8; 256];
+    /// An error: the status line's words and the detail, as plain text or (when the client
+    /// asked for JSON) `{"error":..,"detail":..}`. `extra` holds header lines.
+    pub fn error(status: u16, detail: &str, extra: &str, json: bool, out: &mut Buf) {
+        let mut text = [0u8; 512];
         let mut n = 0;
-        for part in [reason(status).as_bytes(), b": ", detail.as_bytes(), b"\n"] {
+        let mut put = |part: &[u8]| {
             let take = part.len().min(text.len() - n);
             text[n..n + take].copy_from_slice(&part[..take]);
             n += take;
+        };
+        if json {
+            let detail = detail.replace(['"', '\\'], "'");
+            put(b"{\"error\":\"");
+            put(reason(status).as_bytes());
+            put(b"\",\"detail\":\"");
+            put(detail.as_bytes());
+            put(b"\"}\n");
+        } else {
+            put(reason(status).as_bytes());
+            put(b": ");
+            put(detail.as_bytes());
+            put(b"\n");
         }
-        Answer {
-            status,
-            content_type: "text/plain; charset=utf-8",
-            body: &text[..n],
-            close: true,
-            head_only: false,
-            extra: "",
-        }
-        .write(out);
+        let content_type = if json { "application/json" } else { "text/plain; charset=utf-8" };
+        Answer { status, content_type, body: &text[..n], close: true, head_only: false, extra }.write(out);
     }
 
     pub fn write(&self, out: &mut Buf) {
@@ -104,13 +111,24 @@ mod tests {
     fn error_bytes() {
         let mut pool = Pool::new(1);
         let mut b = pool.take();
-        Answer::error(502, "primary refused the connection", &mut b);
+        Answer::error(502, "primary refused the connection", "", false, &mut b);
         let text = String::from_utf8(b.bytes().to_vec()).unwrap();
         let body = "Bad Gateway: primary refused the connection\n";
         assert!(text.starts_with("HTTP/1.1 502 Bad Gateway\r\n"), "{text}");
         assert!(text.contains(&format!("\r\nContent-Length: {}\r\n", body.len())), "{text}");
         assert!(text.contains("\r\nConnection: close\r\n"), "{text}");
         assert!(text.ends_with(&format!("\r\n\r\n{body}")), "{text}");
+    }
+
+    #[test]
+    fn json_error_with_extra_header() {
+        let mut pool = Pool::new(1);
+        let mut b = pool.take();
+        Answer::error(503, "both \"down\"", "Retry-After: 2\r\n", true, &mut b);
+        let text = String::from_utf8(b.bytes().to_vec()).unwrap();
+        assert!(text.contains("\r\nRetry-After: 2\r\n"), "{text}");
+        assert!(text.contains("Content-Type: application/json\r\n"), "{text}");
+        assert!(text.ends_with("{\"error\":\"Service Unavailable\",\"detail\":\"both 'down'\"}\n"), "{text}");
     }
 
     #[test]

@@ -67,6 +67,13 @@ impl Buf {
         n
     }
 
+    /// Keeps only the first `len` held bytes (drops what was appended after them).
+    pub fn truncate(&mut self, len: usize) {
+        if len < self.len() {
+            self.end = self.start + len;
+        }
+    }
+
     pub fn clear(&mut self) {
         self.start = 0;
         self.end = 0;

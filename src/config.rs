@@ -76,6 +76,15 @@ pub struct Flags {
     /// Number of worker threads (event loops) [default: number of cores]
     #[arg(long, value_name = "COUNT")]
     pub workers: Option<usize>,
+    /// Primary statuses that make a replayable request go to the backup instead [default: 502,503,504]
+    #[arg(long, value_name = "LIST")]
+    pub retry_on_status: Option<String>,
+    /// Largest request body kept for a replay on the backup [default: 1MB]
+    #[arg(long, value_name = "SIZE")]
+    pub retry_buffer: Option<String>,
+    /// Shortest time on the backup before failing back (hold-down against flapping) [default: 0s]
+    #[arg(long, value_name = "DURATION")]
+    pub min_backup_time: Option<String>,
     /// Pin worker i to core i
     #[arg(long)]
     pub pin_cores: bool,
@@ -105,6 +114,9 @@ struct FileConfig {
     idle_timeout: Option<Scalar>,
     header_timeout: Option<Scalar>,
     workers: Option<usize>,
+    retry_on_status: Option<StatusList>,
+    retry_buffer: Option<Scalar>,
+    min_backup_time: Option<Scalar>,
     pin_cores: Option<bool>,
     json_logs: Option<bool>,
 }
@@ -115,6 +127,23 @@ struct FileConfig {
 enum Scalar {
     Text(String),
     Number(u64),
+}
+
+/// `retry_on_status` in YAML: `"502,503"` or `[502, 503]`.
+#[derive(Deserialize, Debug)]
+#[serde(untagged)]
+enum StatusList {
+    Text(String),
+    List(Vec<u16>),
+}
+
+impl StatusList {
+    fn into_text(self) -> String {
+        match self {
+            StatusList::Text(s) => s,
+            StatusList::List(v) => v.iter().map(u16::to_string).collect::<Vec<_>>().join(","),
+        }
+    }
 }
 
 impl Scalar {
@@ -143,8 +172,26 @@ pub struct Config {
     pub idle_timeout: Duration,
     pub header_timeout: Duration,
     pub workers: usize,
+    /// Primary statuses retried on the backup (sorted, deduplicated).
+    pub retry_on_status: Vec<u16>,
+    pub retry_buffer: u64,
+    pub min_backup_time: Duration,
     pub pin_cores: bool,
     pub json_logs: bool,
+}
+
+impl Config {
+    pub fn upstream(&self, t: crate::upstream::Target) -> &UpstreamUrl {
+        match t {
+            crate::upstream::Target::Primary => &self.primary,
+            crate::upstream::Target::Backup => &self.backup,
+        }
+    }
+
+    /// Probe period while the primary is suspect: a quarter of the interval, at least 50ms.
+    pub fn fast_interval(&self) -> Duration {
+        (self.check_interval / 4).max(Duration::from_millis(50)).min(self.check_interval)
+    }
 }
 
 impl Config {
@@ -192,6 +239,12 @@ fn merge(f: Flags, y: FileConfig) -> Result<Config, Error> {
     let idle_timeout = duration("idle-timeout", text(f.idle_timeout, y.idle_timeout), "60s", ms(1))?;
     let header_timeout = duration("header-timeout", text(f.header_timeout, y.header_timeout), "10s", ms(1))?;
 
+    let min_backup_time = duration("min-backup-time", text(f.min_backup_time, y.min_backup_time), "0s", ms(0))?;
+    let retry_buffer_text = text(f.retry_buffer, y.retry_buffer).unwrap_or_else(|| "1MB".into());
+    let retry_buffer =
+        parse_size(&retry_buffer_text).map_err(|e| err("retry-buffer", format!("{retry_buffer_text:?} {e}")))?;
+    let statuses = f.retry_on_status.or(y.retry_on_status.map(StatusList::into_text)).unwrap_or_else(|| "502,503,504".into());
+    let retry_on_status = parse_statuses(&statuses).map_err(|e| err("retry-on-status", format!("{statuses:?} {e}")))?;
     let max_body_text = text(f.max_body, y.max_body).unwrap_or_else(|| "10MB".into());
     let max_body = parse_size(&max_body_text).map_err(|e| err("max-body", format!("{max_body_text:?} {e}")))?;
 
@@ -230,9 +283,26 @@ fn merge(f: Flags, y: FileConfig) -> Result<Config, Error> {
         idle_timeout,
         header_timeout,
         workers,
+        retry_on_status,
+        retry_buffer,
+        min_backup_time,
         pin_cores: f.pin_cores || y.pin_cores.unwrap_or(false),
         json_logs: f.json_logs || y.json_logs.unwrap_or(false),
     })
+}
+
+/// Parses `502,503,504` (empty: retry on no status).
+fn parse_statuses(v: &str) -> Result<Vec<u16>, &'static str> {
+    let mut out = Vec::new();
+    for part in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match part.parse::<u16>() {
+            Ok(s @ 400..=599) => out.push(s),
+            _ => return Err("must be a comma-separated list of 4xx/5xx status codes"),
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
 }
 
 fn parse_listen(v: &str) -> Result<SocketAddr, Error> {
@@ -356,6 +426,9 @@ mod tests {
         assert_eq!(c.health_path, "/");
         assert_eq!(c.upstream_timeout, Duration::from_secs(30));
         assert!(c.workers >= 1);
+        assert_eq!(c.retry_on_status, vec![502, 503, 504]);
+        assert_eq!(c.retry_buffer, 1 << 20);
+        assert_eq!(c.min_backup_time, Duration::ZERO);
     }
 
     #[test]
@@ -372,6 +445,10 @@ mod tests {
             (&["--health-path=healthz"], "--health-path"),
             (&["--primary=https://example.com"], "--primary"),
             (&["--backup=ftp://x"], "--backup"),
+            (&["--retry-on-status=200"], "--retry-on-status"),
+            (&["--retry-on-status=5xx"], "--retry-on-status"),
+            (&["--retry-buffer=big"], "--retry-buffer"),
+            (&["--min-backup-time=soon"], "--min-backup-time"),
         ];
         for (extra, key) in cases {
             let mut args: Vec<&str> = base.to_vec();
@@ -391,7 +468,7 @@ mod tests {
         let path = dir.join("c.yaml");
         std::fs::write(
             &path,
-            "primary: \"http://127.0.0.1:1\"\nbackup: http://127.0.0.1:2/b\ncheck_interval: 500ms\nfail_threshold: 5\nmax_body: 1MB\njson_logs: true\nworkers: 1\n",
+            "primary: \"http://127.0.0.1:1\"\nbackup: http://127.0.0.1:2/b\ncheck_interval: 500ms\nfail_threshold: 5\nmax_body: 1MB\njson_logs: true\nworkers: 1\nretry_on_status: [503, 502]\nmin_backup_time: 30s\n",
         )
         .unwrap();
         let p = path.to_str().unwrap();
@@ -401,6 +478,8 @@ mod tests {
         assert_eq!(c.max_body, 1 << 20);
         assert!(c.json_logs);
         assert_eq!(c.backup.prefix, "/b");
+        assert_eq!(c.retry_on_status, vec![502, 503]);
+        assert_eq!(c.min_backup_time, Duration::from_secs(30));
 
         std::fs::write(&path, "primary: http://127.0.0.1:1\nbackup: http://127.0.0.1:2\nchek_interval: 1s\n").unwrap();
         let e = Config::from_flags(flags(&["--config", p])).expect_err("unknown key");

@@ -76,6 +76,8 @@ pub struct Book {
     pub on_backup: bool,
     /// When the current target became active (unix seconds).
     pub since_unix: u64,
+    /// When traffic last moved to the backup (for `--min-backup-time`).
+    pub backup_since: Instant,
     /// Why the last transition happened.
     pub reason: String,
     /// Recent transitions as (epoch, reason, route after it), so a worker that wakes late
@@ -95,6 +97,10 @@ pub struct Route {
 pub struct Shared {
     book: Mutex<Book>,
     epoch: AtomicU64,
+    /// Requests re-sent to the backup after the primary failed them.
+    pub retries: AtomicU64,
+    /// Requests moved to the backup, while waiting on the primary, when traffic switched.
+    pub rescues: AtomicU64,
     wakers: Mutex<Vec<Arc<mio::Waker>>>,
 }
 
@@ -120,10 +126,13 @@ impl Shared {
                 backup: Health::new(),
                 on_backup: false,
                 since_unix: unix_now(),
+                backup_since: Instant::now(),
                 reason: String::new(),
                 history: Vec::new(),
             }),
             epoch: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            rescues: AtomicU64::new(0),
             wakers: Mutex::new(Vec::new()),
         }
     }
@@ -156,6 +165,13 @@ impl Shared {
         self.lock().history.iter().filter(|(e, _, _)| *e > since).cloned().collect()
     }
 
+    /// Whether the primary has failed recently without being declared down yet: probes
+    /// then run at the fast interval.
+    pub fn primary_suspect(&self) -> bool {
+        let b = self.lock();
+        b.primary.healthy && b.primary.fails > 0
+    }
+
     /// Counts a probe result. When it changes what workers must do, bumps the epoch and
     /// wakes every worker (the caller's own loop included; it checks the epoch anyway).
     pub fn report(&self, cfg: &Config, target: Target, ok: bool, why: &str) {
@@ -170,16 +186,30 @@ impl Shared {
                 h.last_error.push_str(why);
             }
             let flipped = h.observe(ok, cfg.fail_threshold, cfg.recover_threshold);
-            if flipped {
-                let reason = if h.healthy {
-                    format!("{} healthy again ({}/{})", target.name(), cfg.recover_threshold, cfg.recover_threshold)
-                } else {
-                    format!("{} unhealthy: {} ({}/{})", target.name(), why, cfg.fail_threshold, cfg.fail_threshold)
-                };
-                if target == Target::Primary {
-                    book.on_backup = !book.primary.healthy;
-                    book.since_unix = unix_now();
+            let mut reason = if !flipped {
+                String::new()
+            } else if h.healthy {
+                format!("{} healthy again ({}/{})", target.name(), cfg.recover_threshold, cfg.recover_threshold)
+            } else {
+                format!("{} unhealthy: {} ({}/{})", target.name(), why, cfg.fail_threshold, cfg.fail_threshold)
+            };
+            // Route to the backup while the primary is unhealthy, and keep it there for at
+            // least --min-backup-time once it moved.
+            let held = book.on_backup && book.backup_since.elapsed() < cfg.min_backup_time;
+            let on_backup = !book.primary.healthy || held;
+            if on_backup != book.on_backup {
+                book.on_backup = on_backup;
+                book.since_unix = unix_now();
+                if on_backup {
+                    book.backup_since = Instant::now();
+                } else if !flipped {
+                    reason = format!("primary healthy and --min-backup-time ({:?}) elapsed", cfg.min_backup_time);
                 }
+            } else if flipped && held && target == Target::Primary {
+                reason.push_str(&format!(", held on backup for --min-backup-time ({:?})", cfg.min_backup_time));
+            }
+            let changed = flipped || !reason.is_empty();
+            if changed {
                 let epoch = self.epoch.fetch_add(1, Ordering::AcqRel) + 1;
                 let route = route_of(&book);
                 if book.history.len() == HISTORY {
@@ -188,7 +218,7 @@ impl Shared {
                 book.history.push((epoch, reason.clone(), route));
                 book.reason = reason;
             }
-            flipped
+            changed
         };
         if changed {
             for w in self.wakers.lock().unwrap_or_else(|p| p.into_inner()).iter() {
@@ -207,7 +237,8 @@ impl Shared {
             concat!(
                 "{{\"on_backup\":{},\"since_unix\":{},\"primary\":{},\"backup\":{},",
                 "\"primary_healthy\":{},\"backup_healthy\":{},\"fail_count\":{},\"recover_count\":{},",
-                "\"primary_last_error\":{},\"backup_last_error\":{},\"last_transition\":{}}}\n"
+                "\"primary_last_error\":{},\"backup_last_error\":{},\"last_transition\":{},",
+                "\"retries\":{},\"rescues\":{}}}\n"
             ),
             b.on_backup,
             b.since_unix,
@@ -220,6 +251,8 @@ impl Shared {
             json_str(&b.primary.last_error),
             json_str(&b.backup.last_error),
             json_str(&b.reason),
+            self.retries.load(Ordering::Relaxed),
+            self.rescues.load(Ordering::Relaxed),
         )
     }
 }

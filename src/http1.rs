@@ -70,6 +70,11 @@ pub struct Request {
     /// `Connection: upgrade` with an `Upgrade` header: tunnel after a 101.
     pub upgrade: bool,
     pub expect_continue: bool,
+    /// Safe to send again after it may have reached an upstream: an idempotent method
+    /// (RFC 9110 9.2.2) or an `Idempotency-Key` header.
+    pub replay_ok: bool,
+    /// The client lists `application/json` in Accept (for the proxy's own error bodies).
+    pub accepts_json: bool,
     /// Addressed to the proxy itself (`/__failover/...`): not forwarded.
     pub admin: Option<Admin>,
 }
@@ -107,6 +112,8 @@ enum Name {
     Te,
     XForwardedFor,
     XForwardedProto,
+    IdempotencyKey,
+    Accept,
     /// Keep-Alive, Proxy-Connection, Proxy-Authorization: always dropped.
     HopByHop,
 }
@@ -117,6 +124,8 @@ fn classify(name: &str) -> Name {
         2 if is("te") => Name::Te,
         4 if is("host") => Name::Host,
         6 if is("expect") => Name::Expect,
+        6 if is("accept") => Name::Accept,
+        15 if is("idempotency-key") => Name::IdempotencyKey,
         7 if is("upgrade") => Name::Upgrade,
         10 if is("connection") => Name::Connection,
         10 if is("keep-alive") => Name::HopByHop,
@@ -206,12 +215,16 @@ pub fn parse_request(input: &[u8], fwd: &Forward, out: &mut Writer) -> Result<Op
     let mut expect_continue = false;
     // Connection options other than these name headers to drop.
     let mut conn_names = false;
+    let (mut idempotency_key, mut accepts_json) = (false, false);
     let mut kinds = [Name::Other; MAX_HEADERS];
     for (h, kind) in headers.iter().zip(kinds.iter_mut()) {
         *kind = classify(h.name);
         let v = h.value;
-        if *kind == Name::Other || *kind == Name::HopByHop || *kind == Name::Te {
-            continue;
+        match *kind {
+            Name::Other | Name::HopByHop | Name::Te | Name::XForwardedFor | Name::XForwardedProto => continue,
+            Name::IdempotencyKey => idempotency_key = true,
+            Name::Accept => accepts_json |= v.windows(16).any(|w| w.eq_ignore_ascii_case(b"application/json")),
+            _ => {}
         }
         if *kind == Name::Host {
             hosts += 1;
@@ -311,6 +324,9 @@ pub fn parse_request(input: &[u8], fwd: &Forward, out: &mut Writer) -> Result<Op
         keep_alive,
         upgrade,
         expect_continue,
+        replay_ok: idempotency_key
+            || matches!(method, "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"),
+        accepts_json,
         admin: None,
     };
     if let Some(admin_path) = target.strip_prefix("/__failover/") {
@@ -338,7 +354,9 @@ pub fn parse_request(input: &[u8], fwd: &Forward, out: &mut Writer) -> Result<Op
         let keep = match kind {
             Name::Te => trim(h.value).eq_ignore_ascii_case(b"trailers"),
             Name::Connection | Name::Upgrade | Name::HopByHop | Name::XForwardedProto => false,
-            Name::Other | Name::XForwardedFor | Name::Expect => !conn_names || !named_by_connection(headers, h.name),
+            Name::Other | Name::XForwardedFor | Name::Expect | Name::IdempotencyKey | Name::Accept => {
+                !conn_names || !named_by_connection(headers, h.name)
+            }
             Name::Host | Name::ContentLength | Name::TransferEncoding => true,
         };
         if !keep {
@@ -376,6 +394,20 @@ pub fn parse_request(input: &[u8], fwd: &Forward, out: &mut Writer) -> Result<Op
     Ok(Some(request))
 }
 
+/// Rewrites a head made by [`parse_request`] for an upstream with `old_prefix` into the
+/// head for one with `new_prefix` (a retry on the other upstream).
+pub fn retarget(head: &[u8], old_prefix: &str, new_prefix: &str, out: &mut Writer) {
+    let start = head.iter().position(|&b| b == b' ').map_or(head.len(), |i| i + 1);
+    let rest = &head[start..];
+    out.put(&head[..start]);
+    if rest.first() == Some(&b'*') {
+        out.put(rest);
+        return;
+    }
+    out.put(new_prefix.as_bytes());
+    out.put(&rest[old_prefix.len().min(rest.len())..]);
+}
+
 fn strip_scheme(target: &str) -> Option<&str> {
     let (scheme, rest) = target.split_once("://")?;
     (eq(scheme, "http") || eq(scheme, "https")).then_some(rest)
@@ -406,8 +438,14 @@ pub struct Response {
 pub struct BadResponse(pub &'static str);
 
 /// Parses a response head at the start of `input` and writes the head the client will get
-/// into `out`. `req` is the request it answers. `Ok(None)`: not complete yet.
-pub fn parse_response(input: &[u8], req: &Request, out: &mut Writer) -> Result<Option<Response>, BadResponse> {
+/// into `out`, with the header lines `extra` added. `req` is the request it answers.
+/// `Ok(None)`: not complete yet.
+pub fn parse_response(
+    input: &[u8],
+    req: &Request,
+    extra: &[u8],
+    out: &mut Writer,
+) -> Result<Option<Response>, BadResponse> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
     let head_len = match resp.parse(input) {
@@ -511,6 +549,7 @@ pub fn parse_response(input: &[u8], req: &Request, out: &mut Writer) -> Result<O
         out.put(trim(h.value));
         out.put(b"\r\n");
     }
+    out.put(extra);
     if switching {
         out.put(b"Connection: upgrade\r\n");
     } else if interim {

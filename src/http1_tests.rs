@@ -173,7 +173,7 @@ fn admin_paths_are_not_forwarded() {
 fn response(input: &[u8], req: &Request) -> (Result<Option<Response>, BadResponse>, String) {
     let mut pool = Pool::new(1);
     let mut out = pool.take();
-    let res = parse_response(input, req, &mut Writer { buf: &mut out, overflow: false });
+    let res = parse_response(input, req, b"", &mut Writer { buf: &mut out, overflow: false });
     (res, String::from_utf8_lossy(out.bytes()).into_owned())
 }
 
@@ -186,6 +186,8 @@ fn get11() -> Request {
         keep_alive: true,
         upgrade: false,
         expect_continue: false,
+        replay_ok: true,
+        accepts_json: false,
         admin: None,
     }
 }
@@ -249,4 +251,28 @@ fn response_rewrite() {
     let r = res.unwrap().unwrap();
     assert!(!r.reusable && !r.keep_alive);
     assert_eq!(out, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n");
+}
+
+#[test]
+fn replayable_methods_and_keys() {
+    let ok = |input: &str| request(input.as_bytes(), &fwd()).0.unwrap().unwrap().replay_ok;
+    for m in ["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"] {
+        assert!(ok(&format!("{m} / HTTP/1.1\r\nHost: a\r\n\r\n")), "{m}");
+    }
+    assert!(!ok("POST / HTTP/1.1\r\nHost: a\r\n\r\n"));
+    assert!(!ok("PATCH / HTTP/1.1\r\nHost: a\r\n\r\n"));
+    assert!(ok("POST / HTTP/1.1\r\nHost: a\r\nIdempotency-Key: k1\r\n\r\n"));
+}
+
+#[test]
+fn retarget_swaps_the_prefix_only() {
+    let f = Forward { prefix: "/old", ..fwd() };
+    let (_, head) = request(b"GET /x?y HTTP/1.1\r\nHost: a\r\n\r\n", &f);
+    let mut pool = Pool::new(1);
+    let mut out = pool.take();
+    retarget(head.as_bytes(), "/old", "/new/v2", &mut Writer { buf: &mut out, overflow: false });
+    assert_eq!(String::from_utf8_lossy(out.bytes()), head.replace("GET /old/x", "GET /new/v2/x"));
+    out.clear();
+    retarget(b"OPTIONS * HTTP/1.1\r\n\r\n", "", "/p", &mut Writer { buf: &mut out, overflow: false });
+    assert_eq!(out.bytes(), b"OPTIONS * HTTP/1.1\r\n\r\n");
 }

@@ -18,9 +18,11 @@ fuzz_target!(|data: &[u8]| {
         keep_alive: data[0] & 4 != 0,
         upgrade: data[0] & 8 != 0,
         expect_continue: false,
+        replay_ok: true,
+        accepts_json: false,
         admin: None,
     };
     let mut pool = Pool::new(1);
     let mut out = pool.take();
-    let _ = parse_response(&data[1..], &req, &mut Writer { buf: &mut out, overflow: false });
+    let _ = parse_response(&data[1..], &req, b"", &mut Writer { buf: &mut out, overflow: false });
 });
