@@ -15,7 +15,7 @@ use mio::net::TcpStream;
 use crate::answer::Answer;
 use crate::buffer::{Buf, Pool, Writer};
 use crate::config::Config;
-use crate::framing::{Body, Framing};
+use crate::framing::{Body, ChunkError, Framing};
 use crate::health::{connect_error, kind_text, Route, Shared};
 use crate::http1::{self, Admin, Forward, Request, Response};
 use crate::readiness::{Readiness, W};
@@ -353,7 +353,7 @@ impl Client {
         }
         self.req = req;
         self.target = cx.route.active;
-        self.req_body = Body::start(req.framing);
+        self.req_body = Body::start(req.framing, cx.cfg.max_body);
         self.req_fwd = 0;
         self.up_sent = 0;
         self.body_sent = 0;
@@ -395,13 +395,13 @@ impl Client {
             if let Some(cin) = self.cin.as_ref() {
                 match self.req_body.scan(&cin.bytes()[self.req_fwd..]) {
                     Ok(n) => self.req_fwd += n,
+                    Err(ChunkError::TooLarge) => {
+                        return self.abort_request(cx, 413, "request body is larger than the limit")
+                    }
                     Err(e) => {
                         log::debug!("client={} invalid chunked body: {e:?}", self.peer);
                         return self.abort_request(cx, 400, "invalid chunked request body");
                     }
-                }
-                if self.req_body.chunked_total() > cx.cfg.max_body {
-                    return self.abort_request(cx, 413, "request body is larger than the limit");
                 }
             }
         }
@@ -472,16 +472,25 @@ impl Client {
                         continue;
                     }
                     self.resp = Some(resp);
-                    self.resp_body = Body::start(resp.framing);
+                    self.resp_body = Body::start(resp.framing, u64::MAX);
                 }
             }
         }
         if self.resp.is_none() && self.up_eof {
             return self.upstream_failed(cx, Fail::Closed, up.reused);
         }
-        if let (Some(_), Some(uin)) = (self.resp, self.uin.as_ref()) {
+        if let (Some(resp), Some(uin)) = (self.resp, self.uin.as_mut()) {
             if !self.resp_body.is_done() {
-                match self.resp_body.scan(&uin.bytes()[self.resp_fwd..]) {
+                let at = self.resp_fwd;
+                let scanned = if resp.dechunk {
+                    self.resp_body.decode_in_place(&mut uin.bytes_mut()[at..]).map(|(used, kept)| {
+                        uin.cut(at + kept, at + used);
+                        kept
+                    })
+                } else {
+                    self.resp_body.scan(&uin.bytes()[at..])
+                };
+                match scanned {
                     Ok(n) => self.resp_fwd += n,
                     Err(e) => {
                         log::debug!("client={} upstream sent an invalid chunked body: {e:?}", self.peer);

@@ -107,7 +107,6 @@ fn http10_client_gets_its_answer_and_a_close() {
 }
 
 #[test]
-#[ignore = "proxy bug: a chunked upstream response is relayed chunked to an HTTP/1.0 client"]
 fn http10_client_never_gets_chunked() {
     let primary =
         Upstream::fixed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nWiki\r\n5\r\npedia\r\n0\r\n\r\n");
