@@ -24,10 +24,12 @@ fn bench(name: &str, iters: u32, mut f: impl FnMut()) {
 }
 
 fn main() {
-    let req = b"GET /api/v1/items?page=2 HTTP/1.1\r\nHost: example.com\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64)\r\n\
+    let req =
+        b"GET /api/v1/items?page=2 HTTP/1.1\r\nHost: example.com\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64)\r\n\
 Accept: text/html,application/xhtml+xml\r\nAccept-Language: en-US,en;q=0.5\r\nAccept-Encoding: gzip, deflate\r\n\
 Connection: keep-alive\r\nCookie: session=abcdef0123456789\r\n\r\n";
-    let resp = b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Tue, 24 Nov 2026 10:00:00 GMT\r\nContent-Type: text/html\r\n\
+    let resp =
+        b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Tue, 24 Nov 2026 10:00:00 GMT\r\nContent-Type: text/html\r\n\
 Content-Length: 1024\r\nConnection: keep-alive\r\nCache-Control: max-age=60\r\n\r\n";
     let mut pool = Pool::new(2);
     let mut out = pool.take();
@@ -52,7 +54,7 @@ Content-Length: 1024\r\nConnection: keep-alive\r\nCache-Control: max-age=60\r\n\
     }
     chunked.extend_from_slice(b"0\r\n\r\n");
     bench("chunked scan 64 KiB in 16 chunks", 200_000, || {
-        let mut b = Body::start(Framing::Chunked);
+        let mut b = Body::start(Framing::Chunked, u64::MAX);
         black_box(b.scan(black_box(&chunked)).ok());
     });
 }

@@ -74,6 +74,17 @@ impl Buf {
         }
     }
 
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.data[self.start..self.end]
+    }
+
+    /// Removes held bytes `from..to` (offsets into [`Buf::bytes`]), closing the gap.
+    pub fn cut(&mut self, from: usize, to: usize) {
+        debug_assert!(from <= to && to <= self.len());
+        self.data.copy_within(self.start + to..self.end, self.start + from);
+        self.end -= to - from;
+    }
+
     pub fn clear(&mut self) {
         self.start = 0;
         self.end = 0;

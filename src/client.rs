@@ -8,6 +8,7 @@
 
 use std::io;
 use std::net::{Shutdown, SocketAddr};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
@@ -15,7 +16,7 @@ use mio::net::TcpStream;
 use crate::answer::Answer;
 use crate::buffer::{Buf, Pool, Writer};
 use crate::config::Config;
-use crate::framing::{Body, Framing};
+use crate::framing::{Body, ChunkError, Framing};
 use crate::health::{connect_error, kind_text, Route, Shared};
 use crate::http1::{self, Admin, Forward, Request, Response};
 use crate::readiness::{Readiness, W};
@@ -63,6 +64,18 @@ pub struct Ctx<'a> {
     pub shared: &'a Shared,
     pub route: Route,
     pub now: Instant,
+    /// Failures seen on live traffic, for the worker to act on after the drive.
+    pub signals: &'a mut Signals,
+}
+
+/// What live traffic told about the upstreams during one loop turn.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Signals {
+    /// Something failed on this target (indexed by [`Target::index`]): confirm with a probe.
+    pub suspect: [bool; 2],
+    /// Unambiguous failures (connect refused or timed out, no response head in time): each
+    /// counts toward `--fail-threshold` like a failed probe.
+    pub failures: [u32; 2],
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +96,8 @@ enum Phase {
 #[derive(Debug)]
 pub enum Fail {
     Connect(String),
+    /// The connect did not finish in time (nothing was sent).
+    ConnectTimeout,
     Timeout(&'static str),
     Io(String),
     Closed,
@@ -123,6 +138,17 @@ pub struct Client {
     head_started: Instant,
     last_activity: Instant,
     lingered: usize,
+    /// Copies of the request-body bytes sent to the primary, kept for a replay on the
+    /// backup until the response head arrives (at most `--retry-buffer`).
+    replay: Vec<Buf>,
+    replay_len: u64,
+    /// While re-sending: where in the replay chain the next byte to send is, as (buffer,
+    /// offset); None when not re-sending.
+    replaying: Option<(usize, usize)>,
+    /// Why this request may not be re-sent once it reached an upstream (None: it may).
+    skip: Option<&'static str>,
+    /// Already moved from the primary to the backup once.
+    failed_over: bool,
 }
 
 const NO_REQUEST: Request = Request {
@@ -133,6 +159,8 @@ const NO_REQUEST: Request = Request {
     keep_alive: false,
     upgrade: false,
     expect_continue: false,
+    replay_ok: false,
+    accepts_json: false,
     admin: None,
 };
 
@@ -166,6 +194,11 @@ impl Client {
             head_started: now,
             last_activity: now,
             lingered: 0,
+            replay: Vec::new(),
+            replay_len: 0,
+            replaying: None,
+            skip: None,
+            failed_over: false,
         }
     }
 
@@ -176,6 +209,15 @@ impl Client {
                 pool.put(b);
             }
         }
+        self.drop_replay(pool);
+    }
+
+    fn drop_replay(&mut self, pool: &mut Pool) {
+        for b in self.replay.drain(..) {
+            pool.put(b);
+        }
+        self.replay_len = 0;
+        self.replaying = None;
     }
 
     /// Moves the connection as far as it can go without blocking.
@@ -220,6 +262,9 @@ impl Client {
                 b.clear();
             }
             pool.release_if_empty(&mut self.up_head);
+            if !self.replay.is_empty() {
+                self.drop_replay(pool);
+            }
         }
     }
 
@@ -245,8 +290,8 @@ impl Client {
                 Step::Wait
             }
             Phase::Relay if self.resp.is_none() => {
-                let what = if self.up_sent == 0 { "connect timed out" } else { "no response in time" };
-                match self.upstream_failed(cx, Fail::Timeout(what), false) {
+                let fail = if self.up_sent == 0 { Fail::ConnectTimeout } else { Fail::Timeout("no response in time") };
+                match self.upstream_failed(cx, fail, false) {
                     Pass::Do(step) => step,
                     _ => Step::Wait,
                 }
@@ -348,12 +393,19 @@ impl Client {
         }
         if cx.route.both_down {
             self.req = req;
-            self.answer_error(cx, 502, "both the primary and the backup are down");
+            let retry_after = match cx.cfg.check_interval.as_secs() {
+                0 | 1 => "Retry-After: 1\r\n",
+                2..=5 => "Retry-After: 5\r\n",
+                _ => "Retry-After: 30\r\n",
+            };
+            let out = cx.pool.ensure(&mut self.cout);
+            Answer::error(503, "both the primary and the backup are down", retry_after, req.accepts_json, out);
+            self.phase = Phase::Answer { close: true };
             return Pass::Moved;
         }
         self.req = req;
         self.target = cx.route.active;
-        self.req_body = Body::start(req.framing);
+        self.req_body = Body::start(req.framing, cx.cfg.max_body);
         self.req_fwd = 0;
         self.up_sent = 0;
         self.body_sent = 0;
@@ -363,6 +415,9 @@ impl Client {
         self.up_eof = false;
         self.up_shut = false;
         self.retried = false;
+        self.failed_over = false;
+        self.drop_replay(cx.pool);
+        self.skip = if req.replay_ok { None } else { Some("method") };
         self.last_activity = cx.now;
         self.phase = Phase::Relay;
         log::debug!("client={} request to {}", self.peer, self.target.name());
@@ -395,32 +450,61 @@ impl Client {
             if let Some(cin) = self.cin.as_ref() {
                 match self.req_body.scan(&cin.bytes()[self.req_fwd..]) {
                     Ok(n) => self.req_fwd += n,
+                    Err(ChunkError::TooLarge) => {
+                        return self.abort_request(cx, 413, "request body is larger than the limit")
+                    }
                     Err(e) => {
                         log::debug!("client={} invalid chunked body: {e:?}", self.peer);
                         return self.abort_request(cx, 400, "invalid chunked request body");
                     }
                 }
-                if self.req_body.chunked_total() > cx.cfg.max_body {
-                    return self.abort_request(cx, 413, "request body is larger than the limit");
-                }
             }
         }
         if up.state == UpState::Busy && up.ready.can_write() && !self.up_shut {
             let head = self.up_head.as_ref().map_or(&[][..], |b| &b.bytes()[self.up_sent.min(b.len())..]);
-            let body = self.cin.as_ref().map_or(&[][..], |b| &b.bytes()[..self.req_fwd]);
+            let replaying = self.replaying;
+            let body = if let Some((i, off)) = replaying {
+                &self.replay[i].bytes()[off..]
+            } else {
+                self.cin.as_ref().map_or(&[][..], |b| &b.bytes()[..self.req_fwd])
+            };
             if !head.is_empty() || !body.is_empty() {
                 let head_len = head.len();
                 let (n, res) = write_two(&mut up.sock, &mut up.ready, head, body);
                 let from_head = n.min(head_len);
                 self.up_sent += from_head;
-                if n > from_head {
-                    let k = n - from_head;
+                let k = n - from_head;
+                if let (true, Some((i, off))) = (k > 0, replaying) {
+                    // The chain stays whole until the response head: a replay can fail too.
+                    self.replaying = if off + k < self.replay[i].len() {
+                        Some((i, off + k))
+                    } else if i + 1 < self.replay.len() {
+                        Some((i + 1, 0))
+                    } else {
+                        None
+                    };
+                    if self.replaying.is_none() && self.failed_over {
+                        self.drop_replay(cx.pool);
+                    }
+                } else if k > 0 {
                     if let Some(b) = self.cin.as_mut() {
+                        if self.target == Target::Primary && !self.failed_over && self.skip.is_none() {
+                            if self.replay_len + k as u64 > cx.cfg.retry_buffer {
+                                self.skip = Some("body-too-large");
+                                for r in self.replay.drain(..) {
+                                    cx.pool.put(r);
+                                }
+                                self.replay_len = 0;
+                            } else {
+                                keep(&mut self.replay, cx.pool, &b.bytes()[..k]);
+                                self.replay_len += k as u64;
+                            }
+                        }
                         b.consume(k);
                     }
                     self.req_fwd -= k;
-                    self.body_sent += k as u64;
                 }
+                self.body_sent += k as u64;
                 if n > 0 {
                     moved = true;
                     self.last_activity = cx.now;
@@ -457,7 +541,30 @@ impl Client {
         while self.resp.is_none() && self.uin.as_ref().is_some_and(|b| !b.is_empty()) {
             let uin = self.uin.as_ref().map_or(&[][..], Buf::bytes);
             let out = cx.pool.ensure(&mut self.cout);
-            match http1::parse_response(uin, &self.req, &mut Writer { buf: out, overflow: false }) {
+            let mark = out.len();
+            let mut parsed = http1::parse_response(uin, &self.req, b"", &mut Writer { buf: out, overflow: false });
+            if let Ok(Some(resp)) = parsed {
+                if self.target == Target::Primary && cx.cfg.retry_on_status.contains(&resp.status) {
+                    cx.signals.suspect[Target::Primary.index()] = true;
+                    out.truncate(mark);
+                    match can_replay(self.failed_over, self.skip) {
+                        Ok(()) => {
+                            log::debug!(
+                                "client={} primary answered {}; retrying on the backup",
+                                self.peer,
+                                resp.status
+                            );
+                            return self.fail_over(cx);
+                        }
+                        Err(why) => {
+                            let extra = skip_header(why).as_bytes();
+                            parsed =
+                                http1::parse_response(uin, &self.req, extra, &mut Writer { buf: out, overflow: false });
+                        }
+                    }
+                }
+            }
+            match parsed {
                 Ok(None) if self.uin.as_ref().is_some_and(Buf::is_full) => {
                     return self.upstream_failed(cx, Fail::BadResponse("response head too large"), false)
                 }
@@ -472,16 +579,25 @@ impl Client {
                         continue;
                     }
                     self.resp = Some(resp);
-                    self.resp_body = Body::start(resp.framing);
+                    self.resp_body = Body::start(resp.framing, u64::MAX);
                 }
             }
         }
         if self.resp.is_none() && self.up_eof {
             return self.upstream_failed(cx, Fail::Closed, up.reused);
         }
-        if let (Some(_), Some(uin)) = (self.resp, self.uin.as_ref()) {
+        if let (Some(resp), Some(uin)) = (self.resp, self.uin.as_mut()) {
             if !self.resp_body.is_done() {
-                match self.resp_body.scan(&uin.bytes()[self.resp_fwd..]) {
+                let at = self.resp_fwd;
+                let scanned = if resp.dechunk {
+                    self.resp_body.decode_in_place(&mut uin.bytes_mut()[at..]).map(|(used, kept)| {
+                        uin.cut(at + kept, at + used);
+                        kept
+                    })
+                } else {
+                    self.resp_body.scan(&uin.bytes()[at..])
+                };
+                match scanned {
                     Ok(n) => self.resp_fwd += n,
                     Err(e) => {
                         log::debug!("client={} upstream sent an invalid chunked body: {e:?}", self.peer);
@@ -544,38 +660,106 @@ impl Client {
         Pass::Do(Step::DropUpstream)
     }
 
-    /// The upstream failed before a response head reached the client.
+    /// Whether the request may be sent again after it (maybe) reached the primary.
+    fn can_replay(&self) -> Result<(), &'static str> {
+        can_replay(self.failed_over, self.skip)
+    }
+
+    /// Sends the request again, from the start, on a connection to `target`.
+    fn resend(&mut self, cx: &mut Ctx, target: Target, fresh: bool) -> Pass {
+        if target != self.target {
+            let mut head = cx.pool.take();
+            if let Some(old) = self.up_head.as_ref() {
+                let (from, to) = (&cx.cfg.upstream(self.target).prefix, &cx.cfg.upstream(target).prefix);
+                http1::retarget(old.bytes(), from, to, &mut Writer { buf: &mut head, overflow: false });
+            }
+            if let Some(old) = self.up_head.replace(head) {
+                cx.pool.put(old);
+            }
+            self.target = target;
+        }
+        self.up_sent = 0;
+        self.body_sent = 0;
+        self.replaying = (!self.replay.is_empty()).then_some((0, 0));
+        self.up_eof = false;
+        self.up_shut = false;
+        self.last_activity = cx.now;
+        if let Some(b) = self.uin.as_mut() {
+            b.clear();
+        }
+        Pass::Do(Step::Connect { target, fresh })
+    }
+
+    /// Moves the request from the primary to the backup.
+    fn fail_over(&mut self, cx: &mut Ctx) -> Pass {
+        self.failed_over = true;
+        self.retried = false;
+        self.resend(cx, Target::Backup, false)
+    }
+
+    /// Traffic just moved to the backup: a request still waiting on the primary for its
+    /// response head moves with it if it can be replayed.
+    pub fn rescue(&mut self, cx: &mut Ctx) -> Option<Step> {
+        if self.phase != Phase::Relay || self.target != Target::Primary || self.resp.is_some() {
+            return None;
+        }
+        self.can_replay().ok()?;
+        log::debug!("client={} rescued from the primary to the backup", self.peer);
+        cx.shared.rescues.fetch_add(1, Ordering::Relaxed);
+        match self.fail_over(cx) {
+            Pass::Do(step) => Some(step),
+            _ => None,
+        }
+    }
+
+    /// The upstream failed before a response head reached the client: retry where that is
+    /// safe, else answer 502/504.
     fn upstream_failed(&mut self, cx: &mut Ctx, fail: Fail, reused: bool) -> Pass {
         if self.resp.is_some() {
             return Pass::Do(Step::Close);
         }
-        // A pooled connection the upstream closed meanwhile: replay once on a fresh one if
-        // nothing of the body has left the buffer yet.
-        let replayable = self.body_sent == 0;
-        if reused && replayable && !self.retried && matches!(fail, Fail::Closed | Fail::Io(_)) {
+        cx.signals.suspect[self.target.index()] = true;
+        if matches!(fail, Fail::Connect(_) | Fail::ConnectTimeout | Fail::Timeout(_)) {
+            cx.signals.failures[self.target.index()] += 1;
+        }
+        // A pooled connection the upstream closed meanwhile: replay once on a fresh one.
+        let stale = reused && !self.retried && matches!(fail, Fail::Closed | Fail::Io(_));
+        if stale && (self.body_sent == 0 || self.can_replay().is_ok()) {
             self.retried = true;
-            self.up_sent = 0;
-            self.up_eof = false;
-            if let Some(b) = self.uin.as_mut() {
-                b.clear();
-            }
             log::debug!(
                 "client={} pooled connection to {} was closed; retrying on a new one",
                 self.peer,
                 self.target.name()
             );
-            return Pass::Do(Step::Connect { target: self.target, fresh: true });
+            return self.resend(cx, self.target, true);
+        }
+        let nothing_sent = matches!(fail, Fail::Connect(_) | Fail::ConnectTimeout);
+        let mut extra = "";
+        if self.target == Target::Primary {
+            match self.can_replay() {
+                Ok(()) => {}
+                Err(_) if nothing_sent && !self.failed_over => {}
+                Err(why) => extra = skip_header(why),
+            }
+            if extra.is_empty() {
+                log::debug!("client={} primary failed ({fail:?}); retrying on the backup", self.peer);
+                cx.shared.retries.fetch_add(1, Ordering::Relaxed);
+                return self.fail_over(cx);
+            }
         }
         let name = self.target.name();
         let (status, detail) = match &fail {
             Fail::Connect(why) => (502, format!("{name}: {why}")),
+            Fail::ConnectTimeout => (504, format!("{name}: connect timed out")),
             Fail::Timeout(why) => (504, format!("{name}: {why}")),
             Fail::Io(why) => (502, format!("{name}: {why}")),
             Fail::Closed => (502, format!("{name} closed the connection without a response")),
             Fail::BadResponse(why) => (502, format!("{name} sent an invalid response: {why}")),
         };
         log::info!("client={} upstream={name} failed: {detail}", self.peer);
-        self.answer_error(cx, status, &detail);
+        let out = cx.pool.ensure(&mut self.cout);
+        Answer::error(status, &detail, extra, self.req.accepts_json, out);
+        self.answer_cleanup();
         Pass::Do(Step::DropUpstream)
     }
 
@@ -685,7 +869,12 @@ impl Client {
     /// Queues an error answer; the connection closes after it.
     fn answer_error(&mut self, cx: &mut Ctx, status: u16, detail: &str) {
         let out = cx.pool.ensure(&mut self.cout);
-        Answer::error(status, detail, out);
+        Answer::error(status, detail, "", false, out);
+        self.answer_cleanup();
+    }
+
+    /// After an error answer: nothing more is read or relayed on this connection.
+    fn answer_cleanup(&mut self) {
         if let Some(b) = self.cin.as_mut() {
             b.clear();
         }
@@ -716,6 +905,41 @@ impl Client {
         let extra = if admin == Admin::MethodNotAllowed { "Allow: GET, HEAD\r\n" } else { extra };
         Answer { status, content_type, body, close, head_only: req.is_head, extra }.write(out);
         self.phase = Phase::Answer { close };
+    }
+}
+
+/// Whether a request may be sent again after it (maybe) reached the primary: the replay
+/// chain holds every body byte sent so far unless `skip` says why not.
+fn can_replay(failed_over: bool, skip: Option<&'static str>) -> Result<(), &'static str> {
+    if failed_over {
+        return Err("already-retried");
+    }
+    match skip {
+        Some(why) => Err(why),
+        None => Ok(()),
+    }
+}
+
+/// Appends `src` to the replay chain, taking buffers from the pool as needed.
+fn keep(chain: &mut Vec<Buf>, pool: &mut Pool, mut src: &[u8]) {
+    while !src.is_empty() {
+        if chain.last().is_none_or(Buf::is_full) {
+            chain.push(pool.take());
+        }
+        if let Some(last) = chain.last_mut() {
+            let n = last.push(src);
+            src = &src[n..];
+        }
+    }
+}
+
+/// The header telling a client why its failed request was not retried on the backup.
+fn skip_header(why: &str) -> &'static str {
+    match why {
+        "method" => "X-Failover-Retry: skipped-method\r\n",
+        "body-too-large" => "X-Failover-Retry: skipped-body-too-large\r\n",
+        "already-retried" => "X-Failover-Retry: skipped-already-retried\r\n",
+        _ => "X-Failover-Retry: skipped\r\n",
     }
 }
 

@@ -243,7 +243,8 @@ fn merge(f: Flags, y: FileConfig) -> Result<Config, Error> {
     let retry_buffer_text = text(f.retry_buffer, y.retry_buffer).unwrap_or_else(|| "1MB".into());
     let retry_buffer =
         parse_size(&retry_buffer_text).map_err(|e| err("retry-buffer", format!("{retry_buffer_text:?} {e}")))?;
-    let statuses = f.retry_on_status.or(y.retry_on_status.map(StatusList::into_text)).unwrap_or_else(|| "502,503,504".into());
+    let statuses =
+        f.retry_on_status.or(y.retry_on_status.map(StatusList::into_text)).unwrap_or_else(|| "502,503,504".into());
     let retry_on_status = parse_statuses(&statuses).map_err(|e| err("retry-on-status", format!("{statuses:?} {e}")))?;
     let max_body_text = text(f.max_body, y.max_body).unwrap_or_else(|| "10MB".into());
     let max_body = parse_size(&max_body_text).map_err(|e| err("max-body", format!("{max_body_text:?} {e}")))?;

@@ -28,6 +28,8 @@ pub enum ChunkError {
     MissingCrlf,
     BadTrailer,
     TrailersTooLarge,
+    /// More data than the body limit allows.
+    TooLarge,
 }
 
 /// Longest chunk-size line (size and extensions) accepted.
@@ -73,8 +75,10 @@ pub struct Chunked {
     size: u64,
     line: u32,
     trailers: u32,
-    /// Data bytes seen so far (for `--max-body`).
+    /// Data bytes seen so far.
     pub data_total: u64,
+    /// Most data bytes accepted.
+    limit: u64,
     /// The current trailer line has had its colon.
     colon: bool,
 }
@@ -91,7 +95,12 @@ fn is_tchar(b: u8) -> bool {
 
 impl Chunked {
     pub fn new() -> Chunked {
-        Chunked { state: State::SizeStart, size: 0, line: 0, trailers: 0, data_total: 0, colon: false }
+        Chunked::with_limit(u64::MAX)
+    }
+
+    /// A decoder that fails with [`ChunkError::TooLarge`] once the data exceeds `limit`.
+    pub fn with_limit(limit: u64) -> Chunked {
+        Chunked { state: State::SizeStart, size: 0, line: 0, trailers: 0, data_total: 0, limit, colon: false }
     }
 
     pub fn is_done(&self) -> bool {
@@ -120,6 +129,32 @@ impl Chunked {
             }
         }
         Ok(i)
+    }
+
+    /// Like [`Chunked::scan`], but also removes the framing: the data bytes of what was
+    /// consumed are moved to the front of `data`. Returns (consumed, data bytes produced).
+    pub fn decode_in_place(&mut self, data: &mut [u8]) -> Result<(usize, usize), ChunkError> {
+        let (mut i, mut w) = (0, 0);
+        while i < data.len() {
+            if self.state == State::Data {
+                let n = (data.len() - i).min(self.size.min(usize::MAX as u64) as usize);
+                data.copy_within(i..i + n, w);
+                i += n;
+                w += n;
+                self.size -= n as u64;
+                if self.size == 0 {
+                    self.state = State::DataCr;
+                }
+                continue;
+            }
+            let b = data[i];
+            i += 1;
+            self.state = self.step(b)?;
+            if self.state == State::Done {
+                break;
+            }
+        }
+        Ok((i, w))
     }
 
     fn line_byte(&mut self) -> Result<(), ChunkError> {
@@ -187,6 +222,9 @@ impl Chunked {
                     TrailerStart
                 } else {
                     self.data_total = self.data_total.saturating_add(self.size);
+                    if self.data_total > self.limit {
+                        return Err(ChunkError::TooLarge);
+                    }
                     Data
                 }
             }
@@ -246,17 +284,33 @@ pub enum Body {
 }
 
 impl Body {
-    pub fn start(f: Framing) -> Body {
+    /// Starts a body; a chunked one may carry at most `limit` data bytes.
+    pub fn start(f: Framing, limit: u64) -> Body {
         match f {
             Framing::None | Framing::Length(0) => Body::Done,
             Framing::Length(n) => Body::Length(n),
-            Framing::Chunked => Body::Chunked(Chunked::new()),
+            Framing::Chunked => Body::Chunked(Chunked::with_limit(limit)),
             Framing::UntilClose => Body::UntilClose,
         }
     }
 
     pub fn is_done(&self) -> bool {
         matches!(self, Body::Done)
+    }
+
+    /// Like [`Body::scan`], removing chunked framing in place: returns (bytes consumed,
+    /// payload bytes now at the front of `data`).
+    pub fn decode_in_place(&mut self, data: &mut [u8]) -> Result<(usize, usize), ChunkError> {
+        match self {
+            Body::Chunked(c) => {
+                let r = c.decode_in_place(data)?;
+                if c.is_done() {
+                    *self = Body::Done;
+                }
+                Ok(r)
+            }
+            _ => self.scan(data).map(|n| (n, n)),
+        }
     }
 
     /// Looks at `data` (bytes held after what was already scanned) and returns how many of
@@ -280,14 +334,6 @@ impl Body {
                 Ok(n)
             }
             Body::UntilClose => Ok(data.len()),
-        }
-    }
-
-    /// Data bytes of a chunked body seen so far.
-    pub fn chunked_total(&self) -> u64 {
-        match self {
-            Body::Chunked(c) => c.data_total,
-            _ => 0,
         }
     }
 }
@@ -366,22 +412,46 @@ mod tests {
     }
 
     #[test]
+    fn decodes_in_place_across_splits() {
+        let raw = b"5\r\nhello\r\n6;x=y\r\n world\r\n0\r\nT: 1\r\n\r\nNEXT";
+        for split in 0..=raw.len() - 4 {
+            let mut c = Chunked::new();
+            let mut payload = Vec::new();
+            let mut a = raw[..split].to_vec();
+            let (n1, p1) = c.decode_in_place(&mut a).unwrap();
+            assert_eq!(n1, split);
+            payload.extend_from_slice(&a[..p1]);
+            let mut b = raw[split..].to_vec();
+            let (n2, p2) = if c.is_done() { (0, 0) } else { c.decode_in_place(&mut b).unwrap() };
+            payload.extend_from_slice(&b[..p2]);
+            assert_eq!(payload, b"hello world", "split {split}");
+            assert_eq!(n1 + n2, raw.len() - 4, "stops before the next message, split {split}");
+        }
+    }
+
+    #[test]
     fn counts_data_for_limits() {
         let mut c = Chunked::new();
         c.scan(b"5\r\nhello\r\n3\r\nabc\r\n").unwrap();
         assert_eq!(c.data_total, 8);
         assert!(!c.is_done());
+        let mut c = Chunked::with_limit(8);
+        assert!(c.scan(b"5\r\nhello\r\n3\r\nabc\r\n0\r\n\r\n").is_ok(), "at the limit");
+        let mut c = Chunked::with_limit(7);
+        assert_eq!(c.scan(b"5\r\nhello\r\n3\r\nabc\r\n"), Err(ChunkError::TooLarge));
+        let mut b = Body::start(Framing::Chunked, 4);
+        assert_eq!(b.scan(b"5\r\n"), Err(ChunkError::TooLarge), "refused before the data arrives");
     }
 
     #[test]
     fn length_and_close_bodies() {
-        let mut b = Body::start(Framing::Length(5));
+        let mut b = Body::start(Framing::Length(5), 0);
         assert_eq!(b.scan(b"abc"), Ok(3));
         assert_eq!(b.scan(b"defgh"), Ok(2));
         assert!(b.is_done());
-        assert!(Body::start(Framing::Length(0)).is_done());
-        assert!(Body::start(Framing::None).is_done());
-        let mut b = Body::start(Framing::UntilClose);
+        assert!(Body::start(Framing::Length(0), 0).is_done());
+        assert!(Body::start(Framing::None, 0).is_done());
+        let mut b = Body::start(Framing::UntilClose, 0);
         assert_eq!(b.scan(b"anything"), Ok(8));
         assert!(!b.is_done());
     }

@@ -6,13 +6,14 @@
 //! next hop sees exactly one framing. This file never touches sockets or connection state.
 
 use std::io::Write as _;
+use std::mem::MaybeUninit;
 use std::net::IpAddr;
 
 use crate::buffer::Writer;
 use crate::framing::Framing;
 
 /// Most headers accepted in one head (more gets 431 / 502).
-pub const MAX_HEADERS: usize = 100;
+pub const MAX_HEADERS: usize = 256;
 /// Largest request head accepted (more gets 431).
 pub const MAX_HEAD: usize = 16 * 1024;
 
@@ -186,9 +187,9 @@ fn valid_host(v: &[u8]) -> bool {
 /// upstream is in `out` (unless the request is for the proxy itself). `Ok(None)`: the head
 /// is not complete yet.
 pub fn parse_request(input: &[u8], fwd: &Forward, out: &mut Writer) -> Result<Option<Request>, Reject> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let head_len = match req.parse(input) {
+    let mut headers = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let head_len = match req.parse_with_uninit_headers(input, &mut headers) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if input.len() > MAX_HEAD => return Err(Reject::HeadTooLarge),
         Ok(httparse::Status::Partial) => return Ok(None),
@@ -324,8 +325,7 @@ pub fn parse_request(input: &[u8], fwd: &Forward, out: &mut Writer) -> Result<Op
         keep_alive,
         upgrade,
         expect_continue,
-        replay_ok: idempotency_key
-            || matches!(method, "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"),
+        replay_ok: idempotency_key || matches!(method, "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"),
         accepts_json,
         admin: None,
     };
@@ -431,6 +431,9 @@ pub struct Response {
     pub reusable: bool,
     /// The client connection stays open after this response.
     pub keep_alive: bool,
+    /// A chunked response to an HTTP/1.0 client: the proxy removes the chunked framing and
+    /// ends the body by closing.
+    pub dechunk: bool,
 }
 
 /// Why a response head is refused (the client gets 502).
@@ -446,15 +449,18 @@ pub fn parse_response(
     extra: &[u8],
     out: &mut Writer,
 ) -> Result<Option<Response>, BadResponse> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut headers);
-    let head_len = match resp.parse(input) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if input.len() > MAX_HEAD => return Err(BadResponse("response head too large")),
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => return Err(BadResponse("too many response headers")),
-        Err(_) => return Err(BadResponse("malformed response head")),
-    };
+    let mut headers = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let head_len =
+        match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut resp, input, &mut headers) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) if input.len() > MAX_HEAD => {
+                return Err(BadResponse("response head too large"))
+            }
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(httparse::Error::TooManyHeaders) => return Err(BadResponse("too many response headers")),
+            Err(_) => return Err(BadResponse("malformed response head")),
+        };
     let (Some(minor), Some(status)) = (resp.version, resp.code) else {
         return Err(BadResponse("malformed status line"));
     };
@@ -517,11 +523,13 @@ pub fn parse_response(
     };
     let upstream_persistent = !close && (minor == 1 || keep_alive_opt);
     let reusable = upstream_persistent && req.minor == 1 && framing != Framing::UntilClose && !switching;
-    let keep_alive = req.keep_alive && framing != Framing::UntilClose && !switching;
+    // HTTP/1.0 clients do not know chunked (RFC 9112 7.1): decode it and close at the end.
+    let dechunk = framing == Framing::Chunked && req.minor == 0;
+    let keep_alive = req.keep_alive && framing != Framing::UntilClose && !switching && !dechunk;
 
     // An interim response is not forwarded to an HTTP/1.0 client (RFC 9110 15.2).
     if interim && req.minor == 0 {
-        return Ok(Some(Response { head_len, status, framing, reusable, keep_alive }));
+        return Ok(Some(Response { head_len, status, framing, reusable, keep_alive, dechunk }));
     }
     out.put(b"HTTP/1.1 ");
     let mut code = [b'0'; 3];
@@ -538,7 +546,7 @@ pub fn parse_response(
             Name::Upgrade => switching,
             Name::Connection | Name::HopByHop | Name::Te => false,
             Name::ContentLength => !drop_length,
-            Name::TransferEncoding => true,
+            Name::TransferEncoding => !dechunk,
             _ => !conn_names || !named_by_connection(headers, h.name),
         };
         if !keep {
@@ -563,7 +571,7 @@ pub fn parse_response(
     if out.overflow {
         return Err(BadResponse("response head too large"));
     }
-    Ok(Some(Response { head_len, status, framing, reusable, keep_alive }))
+    Ok(Some(Response { head_len, status, framing, reusable, keep_alive, dechunk }))
 }
 
 #[cfg(test)]

@@ -5,7 +5,17 @@ use clap::Parser;
 use failover::config::{Config, Flags};
 
 fn main() {
-    let flags = Flags::parse();
+    let flags = match Flags::try_parse() {
+        Ok(flags) => flags,
+        Err(e) if e.use_stderr() => {
+            // One line naming the flag, as for every other configuration error.
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            eprintln!("failover: {}", first.trim_start_matches("error: "));
+            std::process::exit(2);
+        }
+        Err(e) => e.exit(),
+    };
     let cfg = match Config::from_flags(flags) {
         Ok(cfg) => cfg,
         Err(e) => {

@@ -14,7 +14,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 use crate::buffer::Pool;
-use crate::client::{Client, Ctx, Step};
+use crate::client::{Client, Ctx, Signals, Step};
 use crate::config::Config;
 use crate::health::{connect_error, probe_request, Outcome, Probe, Route, Shared};
 use crate::readiness::{Readiness, HUP, R};
@@ -26,13 +26,22 @@ use crate::upstream::{IdlePool, Target, UpState, Uplink};
 const POOL_PER_TARGET: usize = 256;
 /// How long an idle upstream connection is kept (below common upstream keep-alive timeouts).
 const POOL_IDLE: Duration = Duration::from_secs(4);
+/// Timer index of the fast probe of a suspect primary (index 0 is the regular tick).
+const FAST_TICK: usize = 1;
 /// Pause before accepting again after the process ran out of file descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// The context a client drives with, borrowed field by field so the slabs stay free.
 macro_rules! ctx {
     ($w:expr) => {
-        Ctx { cfg: &$w.cfg, pool: &mut $w.pool, shared: &$w.shared, route: $w.route, now: $w.now }
+        Ctx {
+            cfg: &$w.cfg,
+            pool: &mut $w.pool,
+            shared: &$w.shared,
+            route: $w.route,
+            now: $w.now,
+            signals: &mut $w.signals,
+        }
     };
 }
 
@@ -58,6 +67,12 @@ pub struct Worker {
     probe_requests: [Vec<u8>; 2],
     next_tick: Instant,
     accept_paused: bool,
+    /// Failures seen on live traffic since the last loop turn.
+    signals: Signals,
+    /// When this worker last started a confirmation probe, per target.
+    last_confirm: [Option<Instant>; 2],
+    /// A fast probe of the suspect primary is scheduled.
+    fast_armed: bool,
 }
 
 impl Worker {
@@ -99,6 +114,9 @@ impl Worker {
             probe_requests,
             next_tick: start,
             accept_paused: false,
+            signals: Signals::default(),
+            last_confirm: [None, None],
+            fast_armed: false,
         };
         w.next_tick = start + w.cfg.check_interval * id as u32;
         w.timers.arm(w.next_tick, token::make(Kind::Tick, 0, 0));
@@ -159,6 +177,9 @@ impl Worker {
             }
             while let Some(tok) = self.timers.pop_due(self.now) {
                 self.on_timer(tok);
+            }
+            if self.signals.suspect != [false; 2] {
+                self.confirm_signals();
             }
         }
     }
@@ -399,6 +420,12 @@ impl Worker {
                     self.finish_probe(p.target, Outcome::Unhealthy("check timed out".into()));
                 }
             }
+            Kind::Tick if index == FAST_TICK => {
+                self.fast_armed = false;
+                if self.route.active == Target::Primary && self.shared.primary_suspect() {
+                    self.start_probe(Target::Primary);
+                }
+            }
             Kind::Tick => self.tick(),
             Kind::Listener => {
                 self.accept_paused = false;
@@ -461,9 +488,40 @@ impl Worker {
             Outcome::Unhealthy(why) => {
                 log::debug!("worker={} {} check failed: {why}", self.id, target.name());
                 self.shared.report(&self.cfg, target, false, &why);
+                self.arm_fast_probe();
             }
         }
         self.sync_route();
+    }
+
+    /// Live traffic saw upstream failures: confirm with a probe now rather than at the
+    /// next interval (at most one per fast interval and target).
+    fn confirm_signals(&mut self) {
+        let signals = std::mem::take(&mut self.signals);
+        for target in [Target::Primary, Target::Backup] {
+            if !signals.suspect[target.index()] {
+                continue;
+            }
+            for _ in 0..signals.failures[target.index()] {
+                self.shared.report(&self.cfg, target, false, "live requests failing (connect error or no response in time)");
+            }
+            let due = self.last_confirm[target.index()].is_none_or(|t| self.now >= t + self.cfg.fast_interval());
+            if due {
+                self.last_confirm[target.index()] = Some(self.now);
+                self.start_probe(target);
+            }
+        }
+        self.arm_fast_probe();
+        self.sync_route();
+    }
+
+    /// While the primary is suspect, probe it at the fast interval: the threshold still
+    /// decides, it just gets its samples sooner.
+    fn arm_fast_probe(&mut self) {
+        if !self.fast_armed && self.route.active == Target::Primary && self.shared.primary_suspect() {
+            self.fast_armed = true;
+            self.timers.arm(self.now + self.cfg.fast_interval(), token::make(Kind::Tick, FAST_TICK, 0));
+        }
     }
 
     /// Copies a newer routing decision into this loop.
@@ -477,6 +535,26 @@ impl Worker {
         }
         let (epoch, route) = self.shared.route();
         self.epoch = epoch;
+        let rescue = self.route.active == Target::Primary && route.active == Target::Backup;
         self.route = route;
+        if rescue {
+            self.rescue_all();
+        }
+    }
+
+    /// Moves every replayable request still waiting on the primary to the backup.
+    fn rescue_all(&mut self) {
+        let keys: Vec<usize> = self.clients.iter().filter(|(_, c)| c.uplink.is_some()).map(|(k, _)| k).collect();
+        for key in keys {
+            let step = match self.clients.get_mut(key) {
+                Some(c) => c.rescue(&mut ctx!(self)),
+                None => None,
+            };
+            if let Some(step) = step {
+                if self.apply(key, step) {
+                    self.drive_client(key);
+                }
+            }
+        }
     }
 }
