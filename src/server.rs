@@ -26,8 +26,11 @@ pub fn bind(addr: SocketAddr) -> io::Result<mio::net::TcpListener> {
     Ok(mio::net::TcpListener::from_std(sock.into()))
 }
 
-/// Runs the proxy until the process is stopped.
+/// Runs the proxy until SIGTERM or SIGINT.
 pub fn run(cfg: Config) -> io::Result<()> {
+    // Workers inherit this mask: signals reach only the thread waiting for them below, which
+    // also makes the proxy stop on SIGTERM when it runs as PID 1 in a container.
+    let signals = block_signals();
     let cfg = Arc::new(cfg);
     let shared = Arc::new(Shared::new());
     let start = Instant::now();
@@ -51,10 +54,9 @@ pub fn run(cfg: Config) -> io::Result<()> {
         cfg.fail_threshold,
         cfg.recover_threshold
     );
-    let mut handles = Vec::with_capacity(workers.len());
     for (id, mut w) in workers.into_iter().enumerate() {
         let pin = cfg.pin_cores;
-        let h = std::thread::Builder::new().name(format!("worker-{id}")).spawn(move || {
+        std::thread::Builder::new().name(format!("worker-{id}")).spawn(move || {
             if pin {
                 pin_to_core(id);
             }
@@ -63,12 +65,42 @@ pub fn run(cfg: Config) -> io::Result<()> {
                 std::process::exit(1);
             }
         })?;
-        handles.push(h);
     }
-    for h in handles {
-        let _ = h.join();
+    loop {
+        match wait_signal(&signals) {
+            libc::SIGHUP => log::warn!("SIGHUP received: configuration reload is not supported yet; ignoring"),
+            sig => {
+                log::info!("signal {sig} received; exiting");
+                return Ok(());
+            }
+        }
     }
-    Ok(())
+}
+
+/// Blocks SIGTERM, SIGINT and SIGHUP in the calling thread (and the threads it starts).
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; sigemptyset initialises it before any other use.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t owned by this frame; a null old-mask pointer is allowed.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGHUP);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+    set
+}
+
+/// Waits for one of the blocked signals and returns its number.
+fn wait_signal(set: &libc::sigset_t) -> i32 {
+    let mut sig = 0;
+    // SAFETY: `set` was filled by `block_signals`; `sig` is a valid out-pointer.
+    let rc = unsafe { libc::sigwait(set, &mut sig) };
+    if rc != 0 {
+        return libc::SIGTERM;
+    }
+    sig
 }
 
 /// Pins the calling thread to core `id` (modulo the cores this process may use).
