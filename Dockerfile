@@ -1,0 +1,22 @@
+# Build: docker build -t failover:latest .
+# Run:   docker run --rm -p 8080:8080 failover:latest --primary=http://... --backup=http://...
+
+# ---- build stage: the release binary, from the committed Cargo.lock
+FROM rust:1-bookworm AS builder
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked \
+ && install -m 0755 target/release/failover /usr/local/bin/failover
+
+# ---- runtime stage: only the binary, on slim Debian, as an unprivileged user
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --system --gid 10001 failover \
+ && useradd --system --uid 10001 --gid failover --no-create-home --home-dir /nonexistent \
+      --shell /usr/sbin/nologin failover
+COPY --from=builder /usr/local/bin/failover /usr/local/bin/failover
+USER failover:failover
+EXPOSE 8080
+ENTRYPOINT ["/usr/local/bin/failover"]
