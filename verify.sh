@@ -419,8 +419,8 @@ t_kill=$(now_ms)
 wait_until 10 on_backup_is true
 sleep_until $((t_kill + FAIL_BOUND_MS + 300))
 code=$(req "$TMP/down" "$PROXY/down")
-expect_re "both down -> 502 saying so" "$code $(tr '\n' ' ' <"$TMP/down")" '^502 .*[Dd][Oo][Ww][Nn]'
-expect "both down: every request 502" "$(who_answers 6)" "502"
+expect_re "both down -> 503 saying so" "$code $(tr '\n' ' ' <"$TMP/down")" '^503 .*[Dd][Oo][Ww][Nn]'
+expect "both down: every request 503" "$(who_answers 6)" "503"
 start_upstream primary "$PRIMARY_PORT" || abort "restart primary" "$(log_tail "$TMP/primary.log")"
 PRIMARY_PID=$UP_PID
 start_upstream backup "$BACKUP_PORT" || abort "restart backup" "$(log_tail "$TMP/backup.log")"
