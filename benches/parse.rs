@@ -33,7 +33,8 @@ Connection: keep-alive\r\nCookie: session=abcdef0123456789\r\n\r\n";
 Content-Length: 1024\r\nConnection: keep-alive\r\nCache-Control: max-age=60\r\n\r\n";
     let mut pool = Pool::new(2);
     let mut out = pool.take();
-    let fwd = Forward { prefix: "", client_ip: "127.0.0.1".parse().unwrap(), proto: "http", max_body: 10 << 20 };
+    let fwd =
+        Forward { prefix: "", client_ip: "127.0.0.1".parse().unwrap(), proto: "http", host: None, max_body: 10 << 20 };
 
     bench("request head parse+rewrite", 1_000_000, || {
         out.clear();

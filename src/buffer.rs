@@ -15,6 +15,11 @@ pub struct Buf {
 }
 
 impl Buf {
+    /// A small buffer outside the pool (for probes, which are not per request).
+    pub fn small(size: usize) -> Buf {
+        Buf { data: vec![0u8; size].into_boxed_slice(), start: 0, end: 0 }
+    }
+
     /// The bytes held.
     pub fn bytes(&self) -> &[u8] {
         &self.data[self.start..self.end]

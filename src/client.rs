@@ -7,21 +7,19 @@
 //! becomes one status code here, in [`Client::upstream_failed`] or an [`http1::Reject`].
 
 use std::io;
-use std::net::{Shutdown, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-
-use mio::net::TcpStream;
 
 use crate::answer::Answer;
 use crate::buffer::{Buf, Pool, Writer};
 use crate::config::Config;
 use crate::framing::{Body, ChunkError, Framing};
 use crate::health::{connect_error, kind_text, Route, Shared};
-use crate::http1::{self, Admin, Forward, Request, Response};
+use crate::http1::{self, Addressing, Admin, Forward, Request, Response};
 use crate::readiness::{Readiness, W};
 use crate::timer::Deadline;
-use crate::transport::{read_into, write_two, SockResult};
+use crate::transport::{Conn, SockResult};
 use crate::upstream::{Target, UpState, Uplink};
 
 /// Passes through the drive loop before yielding to other connections.
@@ -105,7 +103,7 @@ pub enum Fail {
 }
 
 pub struct Client {
-    pub sock: TcpStream,
+    pub sock: Conn,
     pub ready: Readiness,
     pub peer: SocketAddr,
     pub gen: u32,
@@ -165,7 +163,7 @@ const NO_REQUEST: Request = Request {
 };
 
 impl Client {
-    pub fn new(sock: TcpStream, peer: SocketAddr, gen: u32, now: Instant) -> Client {
+    pub fn new(sock: Conn, peer: SocketAddr, gen: u32, now: Instant) -> Client {
         Client {
             sock,
             ready: Readiness::new(),
@@ -223,6 +221,12 @@ impl Client {
     /// Moves the connection as far as it can go without blocking.
     pub fn drive(&mut self, cx: &mut Ctx, mut up: Option<&mut Uplink>) -> Step {
         for _ in 0..ROUNDS {
+            // TLS records (handshake flights, close_notify) may wait for a writable socket.
+            if self.sock.wants_flush() && self.ready.can_write() {
+                if let SockResult::Error(_) = self.sock.flush(&mut self.ready) {
+                    return Step::Close;
+                }
+            }
             let pass = match self.phase {
                 Phase::Head => self.on_head(cx),
                 Phase::Relay => match up.as_deref_mut() {
@@ -309,7 +313,7 @@ impl Client {
             return Ok(0);
         }
         let was_empty = buf.is_empty();
-        let (n, res) = read_into(&mut self.sock, &mut self.ready, buf);
+        let (n, res) = self.sock.read_into(&mut self.ready, buf);
         if n > 0 {
             self.last_activity = cx.now;
             if was_empty {
@@ -332,7 +336,7 @@ impl Client {
             return Ok(0);
         }
         let head_len = head.len();
-        let (n, res) = write_two(&mut self.sock, &mut self.ready, head, body);
+        let (n, res) = self.sock.write_two(&mut self.ready, head, body);
         let from_head = n.min(head_len);
         if let Some(b) = self.cout.as_mut() {
             b.consume(from_head);
@@ -368,8 +372,13 @@ impl Client {
             Target::Primary => &cx.cfg.primary,
             Target::Backup => &cx.cfg.backup,
         };
-        let fwd =
-            Forward { prefix: &upstream.prefix, client_ip: self.peer.ip(), proto: "http", max_body: cx.cfg.max_body };
+        let fwd = Forward {
+            prefix: &upstream.prefix,
+            client_ip: self.peer.ip(),
+            proto: if self.sock.tls.is_some() { "https" } else { "http" },
+            host: upstream.host_override(),
+            max_body: cx.cfg.max_body,
+        };
         let out = cx.pool.ensure(&mut self.up_head);
         out.clear();
         let cin = self.cin.as_ref().map_or(&[][..], Buf::bytes);
@@ -436,6 +445,12 @@ impl Client {
                 Err(why) => return self.upstream_failed(cx, Fail::Connect(why), up.reused),
             }
         }
+        if up.state == UpState::Busy && up.sock.wants_flush() && up.ready.can_write() {
+            if let SockResult::Error(k) = up.sock.flush(&mut up.ready) {
+                let fail = io_fail(up, format!("send failed: {}", kind_text(k)));
+                return self.upstream_failed(cx, fail, up.reused);
+            }
+        }
 
         // Request body: read, validate, send.
         match self.read_client(cx) {
@@ -470,7 +485,7 @@ impl Client {
             };
             if !head.is_empty() || !body.is_empty() {
                 let head_len = head.len();
-                let (n, res) = write_two(&mut up.sock, &mut up.ready, head, body);
+                let (n, res) = up.sock.write_two(&mut up.ready, head, body);
                 let from_head = n.min(head_len);
                 self.up_sent += from_head;
                 let k = n - from_head;
@@ -511,7 +526,8 @@ impl Client {
                 }
                 if let SockResult::Error(k) = res {
                     if self.resp.is_none() {
-                        return self.upstream_failed(cx, Fail::Io(format!("send failed: {}", kind_text(k))), up.reused);
+                        let fail = io_fail(up, format!("send failed: {}", kind_text(k)));
+                        return self.upstream_failed(cx, fail, up.reused);
                     }
                     // The upstream answered already and stopped reading: finish relaying.
                     self.up_shut = true;
@@ -523,7 +539,7 @@ impl Client {
         if up.state == UpState::Busy && !self.up_eof && up.ready.can_read() && !self.resp_complete() {
             let buf = cx.pool.ensure(&mut self.uin);
             if !buf.is_full() {
-                let (n, res) = read_into(&mut up.sock, &mut up.ready, buf);
+                let (n, res) = up.sock.read_into(&mut up.ready, buf);
                 if n > 0 {
                     moved = true;
                     self.last_activity = cx.now;
@@ -531,7 +547,8 @@ impl Client {
                 match res {
                     SockResult::Closed => self.up_eof = true,
                     SockResult::Error(k) if self.resp.is_none() => {
-                        return self.upstream_failed(cx, Fail::Io(kind_text(k)), up.reused)
+                        let fail = io_fail(up, kind_text(k));
+                        return self.upstream_failed(cx, fail, up.reused);
                     }
                     SockResult::Error(_) => return Pass::Do(Step::Close),
                     _ => {}
@@ -670,7 +687,9 @@ impl Client {
         if target != self.target {
             let mut head = cx.pool.take();
             if let Some(old) = self.up_head.as_ref() {
-                let (from, to) = (&cx.cfg.upstream(self.target).prefix, &cx.cfg.upstream(target).prefix);
+                let (from, to) = (cx.cfg.upstream(self.target), cx.cfg.upstream(target));
+                let from = Addressing { prefix: &from.prefix, host: from.host_override() };
+                let to = Addressing { prefix: &to.prefix, host: to.host_override() };
                 http1::retarget(old.bytes(), from, to, &mut Writer { buf: &mut head, overflow: false });
             }
             if let Some(old) = self.up_head.replace(head) {
@@ -772,7 +791,7 @@ impl Client {
         }
         if let Some(cin) = self.cin.as_mut().filter(|b| !b.is_empty()) {
             if up.ready.can_write() {
-                let (n, res) = write_two(&mut up.sock, &mut up.ready, cin.bytes(), &[]);
+                let (n, res) = up.sock.write_two(&mut up.ready, cin.bytes(), &[]);
                 cin.consume(n);
                 moved |= n > 0;
                 if let SockResult::Error(_) = res {
@@ -781,14 +800,14 @@ impl Client {
             }
         }
         if self.client_eof && self.cin.as_ref().is_none_or(Buf::is_empty) && !self.up_shut {
-            let _ = up.sock.shutdown(Shutdown::Write);
+            up.sock.shutdown_write(&mut up.ready);
             self.up_shut = true;
         }
         // Upstream to client.
         if !self.up_eof && up.ready.can_read() {
             let buf = cx.pool.ensure(&mut self.uin);
             if !buf.is_full() {
-                let (n, res) = read_into(&mut up.sock, &mut up.ready, buf);
+                let (n, res) = up.sock.read_into(&mut up.ready, buf);
                 moved |= n > 0;
                 match res {
                     SockResult::Closed => self.up_eof = true,
@@ -836,7 +855,7 @@ impl Client {
     /// Half-closes toward the client; what it still sends is read and dropped for a while,
     /// so its kernel does not reset the connection before it read our last response.
     fn shut_client(&mut self, now: Instant) {
-        let _ = self.sock.shutdown(Shutdown::Write);
+        self.sock.shutdown_write(&mut self.ready);
         self.last_activity = now;
         self.lingered = 0;
     }
@@ -847,7 +866,7 @@ impl Client {
         }
         let buf = cx.pool.ensure(&mut self.cin);
         buf.clear();
-        let (n, res) = read_into(&mut self.sock, &mut self.ready, buf);
+        let (n, res) = self.sock.read_into(&mut self.ready, buf);
         buf.clear();
         self.lingered += n;
         match res {
@@ -943,16 +962,26 @@ fn skip_header(why: &str) -> &'static str {
     }
 }
 
+/// An I/O failure on an upstream connection; a TLS handshake failure counts as a connect
+/// failure (the request never reached the upstream).
+fn io_fail(up: &Uplink, what: String) -> Fail {
+    match up.sock.tls_error() {
+        Some(tls) if up.sock.handshaking() => Fail::Connect(format!("TLS handshake failed: {tls}")),
+        Some(tls) => Fail::Io(format!("TLS: {tls}")),
+        None => Fail::Io(what),
+    }
+}
+
 /// Checks a non-blocking connect: Ok(true) connected, Ok(false) not yet.
 fn check_connect(up: &mut Uplink) -> Result<bool, String> {
     if up.ready.event & W == 0 && up.ready.event & crate::readiness::HUP == 0 {
         return Ok(false);
     }
-    match up.sock.take_error() {
+    match up.sock.sock.take_error() {
         Ok(Some(e)) | Err(e) => return Err(connect_error(&e)),
         Ok(None) => {}
     }
-    match up.sock.peer_addr() {
+    match up.sock.sock.peer_addr() {
         Ok(_) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::NotConnected => {
             up.ready.event &= !W;

@@ -12,7 +12,10 @@ use std::time::Duration;
 use clap::Parser;
 use serde::Deserialize;
 
-use crate::upstream::UpstreamUrl;
+use std::sync::Arc;
+
+use crate::tls::{ListenerTls, UpstreamTls};
+use crate::upstream::{HostPolicy, UpstreamUrl};
 
 /// A setup error: one line naming the flag or key and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +88,39 @@ pub struct Flags {
     /// Shortest time on the backup before failing back (hold-down against flapping) [default: 0s]
     #[arg(long, value_name = "DURATION")]
     pub min_backup_time: Option<String>,
+    /// PEM CA bundle that replaces the default roots for an https:// primary
+    #[arg(long, value_name = "FILE")]
+    pub primary_ca: Option<String>,
+    /// PEM CA bundle that replaces the default roots for an https:// backup
+    #[arg(long, value_name = "FILE")]
+    pub backup_ca: Option<String>,
+    /// Do not verify the primary's certificate (logged as a warning)
+    #[arg(long)]
+    pub primary_insecure: bool,
+    /// Do not verify the backup's certificate (logged as a warning)
+    #[arg(long)]
+    pub backup_insecure: bool,
+    /// TLS server name to send and verify for the primary [default: the URL's host]
+    #[arg(long, value_name = "NAME")]
+    pub primary_sni: Option<String>,
+    /// TLS server name to send and verify for the backup [default: the URL's host]
+    #[arg(long, value_name = "NAME")]
+    pub backup_sni: Option<String>,
+    /// Host header for the primary: client, upstream or a literal [default: client for http://, upstream for https://]
+    #[arg(long, value_name = "POLICY")]
+    pub primary_host_header: Option<String>,
+    /// Host header for the backup: client, upstream or a literal [default: client for http://, upstream for https://]
+    #[arg(long, value_name = "POLICY")]
+    pub backup_host_header: Option<String>,
+    /// PEM certificate chain: the listener speaks TLS (with --tls-key); reloaded on SIGHUP
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<String>,
+    /// PEM private key (PKCS#8, RSA or EC) for --tls-cert
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<String>,
+    /// Also serve plain HTTP on this address (with --tls-cert), e.g. 0.0.0.0:80
+    #[arg(long, value_name = "ADDRESS")]
+    pub listen_http: Option<String>,
     /// Pin worker i to core i
     #[arg(long)]
     pub pin_cores: bool,
@@ -117,6 +153,17 @@ struct FileConfig {
     retry_on_status: Option<StatusList>,
     retry_buffer: Option<Scalar>,
     min_backup_time: Option<Scalar>,
+    primary_ca: Option<String>,
+    backup_ca: Option<String>,
+    primary_insecure: Option<bool>,
+    backup_insecure: Option<bool>,
+    primary_sni: Option<String>,
+    backup_sni: Option<String>,
+    primary_host_header: Option<String>,
+    backup_host_header: Option<String>,
+    tls_cert: Option<String>,
+    tls_key: Option<String>,
+    listen_http: Option<String>,
     pin_cores: Option<bool>,
     json_logs: Option<bool>,
 }
@@ -178,6 +225,10 @@ pub struct Config {
     pub min_backup_time: Duration,
     pub pin_cores: bool,
     pub json_logs: bool,
+    /// The listener speaks TLS with this certificate.
+    pub tls: Option<Arc<ListenerTls>>,
+    /// A second, plain-HTTP listener (only with `tls`).
+    pub listen_http: Option<SocketAddr>,
 }
 
 impl Config {
@@ -269,10 +320,43 @@ fn merge(f: Flags, y: FileConfig) -> Result<Config, Error> {
         return Err(err("health-path", format!("{health_path:?} must start with / and contain no spaces")));
     }
 
+    let primary = upstream(
+        "primary",
+        &primary,
+        UpstreamOpts {
+            ca: f.primary_ca.or(y.primary_ca),
+            insecure: f.primary_insecure || y.primary_insecure.unwrap_or(false),
+            sni: f.primary_sni.or(y.primary_sni),
+            host_header: f.primary_host_header.or(y.primary_host_header),
+        },
+    )?;
+    let backup = upstream(
+        "backup",
+        &backup,
+        UpstreamOpts {
+            ca: f.backup_ca.or(y.backup_ca),
+            insecure: f.backup_insecure || y.backup_insecure.unwrap_or(false),
+            sni: f.backup_sni.or(y.backup_sni),
+            host_header: f.backup_host_header.or(y.backup_host_header),
+        },
+    )?;
+    let tls = match (f.tls_cert.or(y.tls_cert), f.tls_key.or(y.tls_key)) {
+        (Some(cert), Some(key)) => Some(Arc::new(ListenerTls::load(&cert, &key).map_err(|(which, e)| err(which, e))?)),
+        (Some(_), None) => return Err(err("tls-key", "is required with --tls-cert")),
+        (None, Some(_)) => return Err(err("tls-cert", "is required with --tls-key")),
+        (None, None) => None,
+    };
+    let listen_http = match f.listen_http.or(y.listen_http) {
+        Some(_) if tls.is_none() => return Err(err("listen-http", "only applies with --tls-cert and --tls-key")),
+        Some(a) => Some(parse_listen(&a).map_err(|e| Error(e.0.replacen("--listen", "--listen-http", 1)))?),
+        None => None,
+    };
     Ok(Config {
+        tls,
+        listen_http,
         listen: parse_listen(&listen)?,
-        primary: UpstreamUrl::parse(&primary).map_err(|e| err("primary", e))?,
-        backup: UpstreamUrl::parse(&backup).map_err(|e| err("backup", e))?,
+        primary,
+        backup,
         check_interval,
         check_timeout,
         health_path,
@@ -290,6 +374,37 @@ fn merge(f: Flags, y: FileConfig) -> Result<Config, Error> {
         pin_cores: f.pin_cores || y.pin_cores.unwrap_or(false),
         json_logs: f.json_logs || y.json_logs.unwrap_or(false),
     })
+}
+
+struct UpstreamOpts {
+    ca: Option<String>,
+    insecure: bool,
+    sni: Option<String>,
+    host_header: Option<String>,
+}
+
+/// Parses an upstream URL with its per-upstream options (`name` is primary or backup).
+fn upstream(name: &str, url: &str, o: UpstreamOpts) -> Result<UpstreamUrl, Error> {
+    let mut up = UpstreamUrl::parse(url).map_err(|e| err(name, e))?;
+    if let Some(h) = o.host_header {
+        up.host_header = HostPolicy::parse(&h).map_err(|e| err(&format!("{name}-host-header"), e))?;
+    }
+    if !up.tls {
+        for (set, key) in [(o.ca.is_some(), "ca"), (o.insecure, "insecure"), (o.sni.is_some(), "sni")] {
+            if set {
+                return Err(err(&format!("{name}-{key}"), format!("only applies to an https:// {name}")));
+            }
+        }
+        return Ok(up);
+    }
+    let sni = o.sni.unwrap_or_else(|| up.host.trim_start_matches('[').trim_end_matches(']').to_string());
+    let tls = UpstreamTls::new(&sni, o.ca.as_deref(), o.insecure).map_err(|e| {
+        let key = if e.contains("server name") { format!("{name}-sni") } else { format!("{name}-ca") };
+        err(&key, e)
+    })?;
+    up.tls_client = Some(Arc::new(tls));
+    up.insecure = o.insecure;
+    Ok(up)
 }
 
 /// Parses `502,503,504` (empty: retry on no status).
@@ -444,7 +559,9 @@ mod tests {
             (&["--workers=0"], "--workers"),
             (&["--listen=nowhere"], "--listen"),
             (&["--health-path=healthz"], "--health-path"),
-            (&["--primary=https://example.com"], "--primary"),
+            (&["--primary=gopher://example.com"], "--primary"),
+            (&["--primary-host-header=a b"], "--primary-host-header"),
+            (&["--backup-ca=/nonexistent.pem", "--backup=https://127.0.0.1:2"], "--backup-ca"),
             (&["--backup=ftp://x"], "--backup"),
             (&["--retry-on-status=200"], "--retry-on-status"),
             (&["--retry-on-status=5xx"], "--retry-on-status"),

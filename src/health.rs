@@ -8,15 +8,15 @@
 //! changes routing bumps an epoch and wakes every worker, which copies it into its own
 //! field; the data path reads only that field.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use mio::net::TcpStream;
-
+use crate::buffer::Buf;
 use crate::config::Config;
 use crate::readiness::{Readiness, W};
+use crate::transport::{Conn, SockResult};
 use crate::upstream::Target;
 
 /// Consecutive-result counter of one upstream (after Pingora's `observe`).
@@ -284,15 +284,14 @@ pub fn json_str(s: &str) -> String {
 
 /// One health check: connect, send `GET <path>`, read the status line, close.
 pub struct Probe {
-    pub sock: TcpStream,
+    pub conn: Conn,
     pub ready: Readiness,
     pub target: Target,
     pub gen: u32,
     pub deadline: Instant,
     connected: bool,
     sent: usize,
-    got: [u8; 16],
-    got_len: usize,
+    got: Buf,
 }
 
 /// How a probe ended.
@@ -303,18 +302,8 @@ pub enum Outcome {
 }
 
 impl Probe {
-    pub fn new(sock: TcpStream, target: Target, gen: u32, deadline: Instant) -> Probe {
-        Probe {
-            sock,
-            ready: Readiness::new(),
-            target,
-            gen,
-            deadline,
-            connected: false,
-            sent: 0,
-            got: [0; 16],
-            got_len: 0,
-        }
+    pub fn new(conn: Conn, target: Target, gen: u32, deadline: Instant) -> Probe {
+        Probe { conn, ready: Readiness::new(), target, gen, deadline, connected: false, sent: 0, got: Buf::small(16) }
     }
 
     /// Moves the probe along; `request` is the probe's request bytes.
@@ -323,11 +312,11 @@ impl Probe {
             if self.ready.event & W == 0 {
                 return Outcome::Pending;
             }
-            match self.sock.take_error() {
+            match self.conn.sock.take_error() {
                 Ok(Some(e)) | Err(e) => return Outcome::Unhealthy(connect_error(&e)),
                 Ok(None) => {}
             }
-            match self.sock.peer_addr() {
+            match self.conn.sock.peer_addr() {
                 Ok(_) => self.connected = true,
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => {
                     self.ready.event &= !W;
@@ -336,27 +325,34 @@ impl Probe {
                 Err(e) => return Outcome::Unhealthy(connect_error(&e)),
             }
         }
-        while self.sent < request.len() {
-            match self.sock.write(&request[self.sent..]) {
-                Ok(n) => self.sent += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Outcome::Pending,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Outcome::Unhealthy(format!("send failed: {}", kind_text(e.kind()))),
+        if self.sent < request.len() && self.ready.can_write() {
+            let (n, res) = self.conn.write_two(&mut self.ready, &request[self.sent..], &[]);
+            self.sent += n;
+            if let SockResult::Error(k) = res {
+                return Outcome::Unhealthy(self.failure("send failed", k));
             }
         }
-        loop {
-            if self.got_len == self.got.len() {
-                break;
-            }
-            match self.sock.read(&mut self.got[self.got_len..]) {
-                Ok(0) => break,
-                Ok(n) => self.got_len += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Outcome::Pending,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Outcome::Unhealthy(format!("read failed: {}", kind_text(e.kind()))),
+        if self.conn.wants_flush() && self.ready.can_write() {
+            if let SockResult::Error(k) = self.conn.flush(&mut self.ready) {
+                return Outcome::Unhealthy(self.failure("send failed", k));
             }
         }
-        judge(&self.got[..self.got_len])
+        if !self.ready.can_read() {
+            return Outcome::Pending;
+        }
+        let (_, res) = self.conn.read_into(&mut self.ready, &mut self.got);
+        match res {
+            SockResult::Error(k) => Outcome::Unhealthy(self.failure("read failed", k)),
+            SockResult::WouldBlock if self.got.len() < 12 => Outcome::Pending,
+            _ => judge(self.got.bytes()),
+        }
+    }
+
+    fn failure(&self, what: &str, k: io::ErrorKind) -> String {
+        match self.conn.tls_error() {
+            Some(tls) => format!("TLS handshake failed: {tls}"),
+            None => format!("{what}: {}", kind_text(k)),
+        }
     }
 }
 

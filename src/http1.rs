@@ -96,6 +96,8 @@ pub struct Forward<'a> {
     pub client_ip: IpAddr,
     /// `http` or `https`, for X-Forwarded-Proto.
     pub proto: &'a str,
+    /// Host value to send instead of the client's (the client's goes to X-Forwarded-Host).
+    pub host: Option<&'a str>,
     pub max_body: u64,
 }
 
@@ -113,6 +115,7 @@ enum Name {
     Te,
     XForwardedFor,
     XForwardedProto,
+    XForwardedHost,
     IdempotencyKey,
     Accept,
     /// Keep-Alive, Proxy-Connection, Proxy-Authorization: always dropped.
@@ -133,6 +136,7 @@ fn classify(name: &str) -> Name {
         14 if is("content-length") => Name::ContentLength,
         15 if is("x-forwarded-for") => Name::XForwardedFor,
         16 if is("proxy-connection") => Name::HopByHop,
+        16 if is("x-forwarded-host") => Name::XForwardedHost,
         17 if is("transfer-encoding") => Name::TransferEncoding,
         17 if is("x-forwarded-proto") => Name::XForwardedProto,
         19 if is("proxy-authorization") => Name::HopByHop,
@@ -222,7 +226,12 @@ pub fn parse_request(input: &[u8], fwd: &Forward, out: &mut Writer) -> Result<Op
         *kind = classify(h.name);
         let v = h.value;
         match *kind {
-            Name::Other | Name::HopByHop | Name::Te | Name::XForwardedFor | Name::XForwardedProto => continue,
+            Name::Other
+            | Name::HopByHop
+            | Name::Te
+            | Name::XForwardedFor
+            | Name::XForwardedProto
+            | Name::XForwardedHost => continue,
             Name::IdempotencyKey => idempotency_key = true,
             Name::Accept => accepts_json |= v.windows(16).any(|w| w.eq_ignore_ascii_case(b"application/json")),
             _ => {}
@@ -354,12 +363,24 @@ pub fn parse_request(input: &[u8], fwd: &Forward, out: &mut Writer) -> Result<Op
         let keep = match kind {
             Name::Te => trim(h.value).eq_ignore_ascii_case(b"trailers"),
             Name::Connection | Name::Upgrade | Name::HopByHop | Name::XForwardedProto => false,
-            Name::Other | Name::XForwardedFor | Name::Expect | Name::IdempotencyKey | Name::Accept => {
-                !conn_names || !named_by_connection(headers, h.name)
-            }
+            Name::XForwardedHost if fwd.host.is_some() => false,
+            Name::Other
+            | Name::XForwardedFor
+            | Name::XForwardedHost
+            | Name::Expect
+            | Name::IdempotencyKey
+            | Name::Accept => !conn_names || !named_by_connection(headers, h.name),
             Name::Host | Name::ContentLength | Name::TransferEncoding => true,
         };
         if !keep {
+            continue;
+        }
+        if let (Name::Host, Some(host)) = (kind, fwd.host) {
+            out.put(b"Host: ");
+            out.put(host.as_bytes());
+            out.put(b"\r\nX-Forwarded-Host: ");
+            out.put(trim(h.value));
+            out.put(b"\r\n");
             continue;
         }
         out.put(h.name.as_bytes());
@@ -369,6 +390,11 @@ pub fn parse_request(input: &[u8], fwd: &Forward, out: &mut Writer) -> Result<Op
             out.put(b", ");
             put_ip(out, fwd.client_ip);
         }
+        out.put(b"\r\n");
+    }
+    if let (0, Some(host)) = (hosts, fwd.host) {
+        out.put(b"Host: ");
+        out.put(host.as_bytes());
         out.put(b"\r\n");
     }
     if last_xff.is_none() {
@@ -394,18 +420,77 @@ pub fn parse_request(input: &[u8], fwd: &Forward, out: &mut Writer) -> Result<Op
     Ok(Some(request))
 }
 
-/// Rewrites a head made by [`parse_request`] for an upstream with `old_prefix` into the
-/// head for one with `new_prefix` (a retry on the other upstream).
-pub fn retarget(head: &[u8], old_prefix: &str, new_prefix: &str, out: &mut Writer) {
+/// How an upstream wants its requests addressed: path prefix and Host override.
+#[derive(Debug, Clone, Copy)]
+pub struct Addressing<'a> {
+    pub prefix: &'a str,
+    pub host: Option<&'a str>,
+}
+
+/// Rewrites a head made by [`parse_request`] for one upstream into the head for another
+/// (a retry on the other upstream): the path prefix and the Host line change.
+pub fn retarget(head: &[u8], old: Addressing, new: Addressing, out: &mut Writer) {
     let start = head.iter().position(|&b| b == b' ').map_or(head.len(), |i| i + 1);
-    let rest = &head[start..];
+    let line_end = head.windows(2).position(|w| w == b"\r\n").map_or(head.len(), |i| i + 2);
     out.put(&head[..start]);
-    if rest.first() == Some(&b'*') {
-        out.put(rest);
-        return;
+    let target = &head[start..line_end];
+    if target.first() == Some(&b'*') {
+        out.put(target);
+    } else {
+        out.put(new.prefix.as_bytes());
+        out.put(&target[old.prefix.len().min(target.len())..]);
     }
-    out.put(new_prefix.as_bytes());
-    out.put(&rest[old_prefix.len().min(rest.len())..]);
+    // The client's own Host is in X-Forwarded-Host when the old upstream overrode it.
+    let mut client_host: &[u8] = &[];
+    if old.host.is_some() {
+        for line in head[line_end..].split(|&b| b == b'\n') {
+            if let Some(v) = strip_name(line, b"x-forwarded-host:") {
+                client_host = v;
+            }
+        }
+    }
+    for line in head[line_end..].split_inclusive(|&b| b == b'\n') {
+        let is_host = strip_name(line, b"host:").is_some();
+        let is_xfh = strip_name(line, b"x-forwarded-host:").is_some();
+        if is_host {
+            match (new.host, old.host) {
+                (Some(h), _) => {
+                    out.put(b"Host: ");
+                    out.put(h.as_bytes());
+                    out.put(b"\r\n");
+                    if old.host.is_none() {
+                        out.put(b"X-Forwarded-Host: ");
+                        out.put(strip_name(line, b"host:").unwrap_or_default());
+                        out.put(b"\r\n");
+                    }
+                }
+                (None, Some(_)) => {
+                    out.put(b"Host: ");
+                    out.put(client_host);
+                    out.put(b"\r\n");
+                }
+                (None, None) => out.put(line),
+            }
+        } else if is_xfh && old.host.is_some() && new.host.is_none() {
+            // Added by us for the old upstream: the new one gets the client's Host itself.
+        } else {
+            out.put(line);
+        }
+    }
+}
+
+/// The trimmed value of a header line if it has this (lower-case, colon-ended) name.
+fn strip_name<'a>(line: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    if line.len() >= name.len() && line[..name.len()].eq_ignore_ascii_case(name) {
+        Some(trim(
+            line[name.len()..]
+                .strip_suffix(b"\r\n")
+                .or(line[name.len()..].strip_suffix(b"\r"))
+                .unwrap_or(&line[name.len()..]),
+        ))
+    } else {
+        None
+    }
 }
 
 fn strip_scheme(target: &str) -> Option<&str> {

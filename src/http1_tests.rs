@@ -5,7 +5,7 @@ use super::*;
 use crate::buffer::Pool;
 
 fn fwd() -> Forward<'static> {
-    Forward { prefix: "", client_ip: "10.1.2.3".parse().unwrap(), proto: "http", max_body: 1000 }
+    Forward { prefix: "", client_ip: "10.1.2.3".parse().unwrap(), proto: "http", host: None, max_body: 1000 }
 }
 
 fn request(input: &[u8], fwd: &Forward) -> (Result<Option<Request>, Reject>, String) {
@@ -270,9 +270,35 @@ fn retarget_swaps_the_prefix_only() {
     let (_, head) = request(b"GET /x?y HTTP/1.1\r\nHost: a\r\n\r\n", &f);
     let mut pool = Pool::new(1);
     let mut out = pool.take();
-    retarget(head.as_bytes(), "/old", "/new/v2", &mut Writer { buf: &mut out, overflow: false });
+    let a = |prefix, host| Addressing { prefix, host };
+    retarget(head.as_bytes(), a("/old", None), a("/new/v2", None), &mut Writer { buf: &mut out, overflow: false });
     assert_eq!(String::from_utf8_lossy(out.bytes()), head.replace("GET /old/x", "GET /new/v2/x"));
     out.clear();
-    retarget(b"OPTIONS * HTTP/1.1\r\n\r\n", "", "/p", &mut Writer { buf: &mut out, overflow: false });
+    retarget(b"OPTIONS * HTTP/1.1\r\n\r\n", a("", None), a("/p", None), &mut Writer { buf: &mut out, overflow: false });
     assert_eq!(out.bytes(), b"OPTIONS * HTTP/1.1\r\n\r\n");
+}
+
+#[test]
+fn host_override_and_retarget_between_policies() {
+    let f = Forward { host: Some("bucket.s3.example"), ..fwd() };
+    let (_, over) = request(b"GET /x HTTP/1.1\r\nHost: www.example\r\nX-Forwarded-Host: spoof\r\nA: 1\r\n\r\n", &f);
+    assert_eq!(
+        over,
+        "GET /x HTTP/1.1\r\nHost: bucket.s3.example\r\nX-Forwarded-Host: www.example\r\nA: 1\r\n\
+X-Forwarded-For: 10.1.2.3\r\nX-Forwarded-Proto: http\r\n\r\n"
+    );
+    let (_, plain) = request(b"GET /x HTTP/1.1\r\nHost: www.example\r\nA: 1\r\n\r\n", &fwd());
+    let mut pool = Pool::new(1);
+    let mut out = pool.take();
+    let a = |host| Addressing { prefix: "", host };
+    // client Host -> override: the client's goes to X-Forwarded-Host.
+    retarget(plain.as_bytes(), a(None), a(Some("bucket.s3.example")), &mut Writer { buf: &mut out, overflow: false });
+    assert_eq!(String::from_utf8_lossy(out.bytes()), over);
+    // override -> client Host: restored from X-Forwarded-Host, which is dropped.
+    out.clear();
+    retarget(over.as_bytes(), a(Some("bucket.s3.example")), a(None), &mut Writer { buf: &mut out, overflow: false });
+    assert_eq!(String::from_utf8_lossy(out.bytes()), plain);
+    // HTTP/1.0 without Host gets the override.
+    let (_, h10) = request(b"GET / HTTP/1.0\r\n\r\n", &f);
+    assert!(h10.contains("\r\nHost: bucket.s3.example\r\n"), "{h10}");
 }

@@ -15,6 +15,7 @@ pub mod logging;
 pub mod readiness;
 pub mod server;
 pub mod timer;
+pub mod tls;
 pub mod token;
 pub mod transport;
 pub mod upstream;

@@ -34,18 +34,28 @@ pub fn run(cfg: Config) -> io::Result<()> {
     let cfg = Arc::new(cfg);
     let shared = Arc::new(Shared::new());
     let start = Instant::now();
-    let mut listeners = Vec::with_capacity(cfg.workers);
+    let listen =
+        |addr: SocketAddr| bind(addr).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")));
+    let mut per_worker = Vec::with_capacity(cfg.workers);
     for _ in 0..cfg.workers {
-        listeners.push(
-            bind(cfg.listen).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {}: {e}", cfg.listen)))?,
-        );
+        let mut ls = vec![(listen(cfg.listen)?, cfg.tls.is_some())];
+        if let Some(addr) = cfg.listen_http {
+            ls.push((listen(addr)?, false));
+        }
+        per_worker.push(ls);
+    }
+    for (name, up) in [("primary", &cfg.primary), ("backup", &cfg.backup)] {
+        if up.insecure {
+            log::warn!("{name} {}: certificate verification is OFF (--{name}-insecure)", up.url);
+        }
     }
     let mut workers = Vec::with_capacity(cfg.workers);
-    for (id, listener) in listeners.into_iter().enumerate() {
-        workers.push(Worker::new(id, cfg.workers, listener, cfg.clone(), shared.clone(), start)?);
+    for (id, listeners) in per_worker.into_iter().enumerate() {
+        workers.push(Worker::new(id, cfg.workers, listeners, cfg.clone(), shared.clone(), start)?);
     }
+    let scheme = if cfg.tls.is_some() { "https" } else { "http" };
     log::info!(
-        "listening on {} workers={} primary={} backup={} check_interval={:?} fail_threshold={} recover_threshold={}",
+        "listening on {scheme}://{} workers={} primary={} backup={} check_interval={:?} fail_threshold={} recover_threshold={}",
         cfg.listen,
         cfg.workers,
         cfg.primary,
@@ -68,7 +78,13 @@ pub fn run(cfg: Config) -> io::Result<()> {
     }
     loop {
         match wait_signal(&signals) {
-            libc::SIGHUP => log::warn!("SIGHUP received: configuration reload is not supported yet; ignoring"),
+            libc::SIGHUP => match cfg.tls.as_ref() {
+                Some(tls) => match tls.reload() {
+                    Ok(()) => log::info!("SIGHUP: listener certificate reloaded"),
+                    Err(e) => log::error!("SIGHUP: certificate not reloaded, keeping the old one: {e}"),
+                },
+                None => log::info!("SIGHUP received: nothing to reload (configuration reload comes later)"),
+            },
             sig => {
                 log::info!("signal {sig} received; exiting");
                 return Ok(());

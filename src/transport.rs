@@ -1,8 +1,9 @@
-//! Socket reads and writes that say what happened instead of returning `io::Result`.
+//! Socket reads and writes that say what happened instead of returning `io::Result`, for
+//! plain TCP and, through [`crate::tls`], TLS behind the same calls.
 //!
 //! Every call loops until it moves what it can or the socket says `WouldBlock`, and then
-//! clears the matching readiness bit: that is the edge-triggered contract. Plain TCP today;
-//! TLS will sit behind the same calls. This file knows nothing of HTTP.
+//! clears the matching readiness bit: that is the edge-triggered contract. This file knows
+//! nothing of HTTP.
 
 use std::io::{self, IoSlice, Read, Write};
 
@@ -10,6 +11,64 @@ use mio::net::TcpStream;
 
 use crate::buffer::Buf;
 use crate::readiness::{Readiness, HUP, R, W};
+use crate::tls::Session;
+
+/// A connection: a socket, and a TLS session when the peer speaks TLS.
+pub struct Conn {
+    pub sock: TcpStream,
+    pub tls: Option<Box<Session>>,
+}
+
+impl Conn {
+    pub fn plain(sock: TcpStream) -> Conn {
+        Conn { sock, tls: None }
+    }
+
+    pub fn read_into(&mut self, ready: &mut Readiness, buf: &mut Buf) -> (usize, SockResult) {
+        match self.tls.as_mut() {
+            Some(t) => t.read_into(&mut self.sock, ready, buf),
+            None => read_into(&mut self.sock, ready, buf),
+        }
+    }
+
+    pub fn write_two(&mut self, ready: &mut Readiness, a: &[u8], b: &[u8]) -> (usize, SockResult) {
+        match self.tls.as_mut() {
+            Some(t) => t.write_two(&mut self.sock, ready, a, b),
+            None => write_two(&mut self.sock, ready, a, b),
+        }
+    }
+
+    /// Sends what TLS still holds (nothing to do for plain TCP).
+    pub fn flush(&mut self, ready: &mut Readiness) -> SockResult {
+        match self.tls.as_mut() {
+            Some(t) if t.wants_write() => t.flush(&mut self.sock, ready),
+            _ => SockResult::Continue,
+        }
+    }
+
+    /// TLS records wait to be sent.
+    pub fn wants_flush(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.wants_write())
+    }
+
+    /// Ends our sending side (close_notify first for TLS).
+    pub fn shutdown_write(&mut self, ready: &mut Readiness) {
+        if let Some(t) = self.tls.as_mut() {
+            t.close(&mut self.sock, ready);
+        }
+        let _ = self.sock.shutdown(std::net::Shutdown::Write);
+    }
+
+    /// Why the TLS session failed, if it did.
+    pub fn tls_error(&self) -> Option<&str> {
+        self.tls.as_ref().and_then(|t| t.error.as_deref())
+    }
+
+    /// Still in the TLS handshake (a failure now means the request never left).
+    pub fn handshaking(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.is_handshaking())
+    }
+}
 
 /// What a read or write ended on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,12 +6,13 @@
 
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::Instant;
-
-use mio::net::TcpStream;
 
 use crate::readiness::Readiness;
 use crate::timer::Deadline;
+use crate::tls::UpstreamTls;
+use crate::transport::Conn;
 
 /// Which upstream a request, probe or connection belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -40,8 +41,33 @@ impl Target {
     }
 }
 
-/// A parsed upstream URL: `http://host[:port][/prefix]`.
+/// What Host header an upstream gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPolicy {
+    /// The client's Host, unchanged.
+    Client,
+    /// The upstream URL's `host[:port]`.
+    Upstream,
+    /// This value.
+    Literal(String),
+}
+
+impl HostPolicy {
+    /// Parses `client`, `upstream` or a literal host name.
+    pub fn parse(v: &str) -> Result<HostPolicy, String> {
+        match v.trim() {
+            "client" => Ok(HostPolicy::Client),
+            "upstream" => Ok(HostPolicy::Upstream),
+            v if !v.is_empty() && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b)) => {
+                Ok(HostPolicy::Literal(v.to_string()))
+            }
+            v => Err(format!("{v:?} must be client, upstream or a host name")),
+        }
+    }
+}
+
+/// A parsed upstream URL, `http[s]://host[:port][/prefix]`, with how to talk to it.
+#[derive(Debug, Clone)]
 pub struct UpstreamUrl {
     /// The URL as the operator wrote it (shown in logs and `/__failover/state`).
     pub url: String,
@@ -53,6 +79,25 @@ pub struct UpstreamUrl {
     pub prefix: String,
     /// Resolved once at start.
     pub addr: SocketAddr,
+    /// `https://`: the connection speaks TLS.
+    pub tls: bool,
+    /// Host header policy (default: client for http, upstream for https).
+    pub host_header: HostPolicy,
+    /// Certificate verification is off for this upstream.
+    pub insecure: bool,
+    /// TLS client setup (for `https://` only), built once at start.
+    pub tls_client: Option<Arc<UpstreamTls>>,
+}
+
+impl UpstreamUrl {
+    /// The Host value to send instead of the client's, if any.
+    pub fn host_override(&self) -> Option<&str> {
+        match &self.host_header {
+            HostPolicy::Client => None,
+            HostPolicy::Upstream => Some(&self.authority),
+            HostPolicy::Literal(v) => Some(v),
+        }
+    }
 }
 
 impl fmt::Display for UpstreamUrl {
@@ -65,14 +110,12 @@ impl UpstreamUrl {
     /// Parses and resolves an upstream URL. The error is a phrase to follow the flag name.
     pub fn parse(url: &str) -> Result<UpstreamUrl, String> {
         let url = url.trim();
-        let rest = if let Some(rest) = url.strip_prefix("http://") {
-            rest
-        } else if url.starts_with("https://") {
-            return Err(format!(
-                "{url:?}: https:// upstreams are not supported yet (TLS is coming); use an http:// URL"
-            ));
+        let (rest, tls) = if let Some(rest) = url.strip_prefix("http://") {
+            (rest, false)
+        } else if let Some(rest) = url.strip_prefix("https://") {
+            (rest, true)
         } else {
-            return Err(format!("{url:?} must start with http://"));
+            return Err(format!("{url:?} must start with http:// or https://"));
         };
         let (hostport, path) = match rest.find(['/', '?', '#']) {
             Some(i) => rest.split_at(i),
@@ -84,7 +127,9 @@ impl UpstreamUrl {
         if hostport.contains('@') {
             return Err(format!("{url:?}: user info is not allowed in an upstream URL"));
         }
-        let (host, port) = split_host_port(hostport).ok_or_else(|| format!("{url:?} has no valid host[:port]"))?;
+        let default_port = if tls { 443 } else { 80 };
+        let (host, port) =
+            split_host_port(hostport, default_port).ok_or_else(|| format!("{url:?} has no valid host[:port]"))?;
         if path.bytes().any(|b| b <= b' ' || b == 0x7f || b == b'?' || b == b'#') {
             return Err(format!("{url:?}: the path prefix has characters that are not allowed"));
         }
@@ -94,12 +139,24 @@ impl UpstreamUrl {
             .map_err(|e| format!("{url:?}: cannot resolve {host:?}: {e}"))?
             .next()
             .ok_or_else(|| format!("{url:?}: {host:?} resolves to no address"))?;
-        let authority = if port == 80 { host.clone() } else { format!("{host}:{port}") };
-        Ok(UpstreamUrl { url: url.to_string(), host, port, authority, prefix, addr })
+        let authority = if port == default_port { host.clone() } else { format!("{host}:{port}") };
+        let host_header = if tls { HostPolicy::Upstream } else { HostPolicy::Client };
+        Ok(UpstreamUrl {
+            url: url.to_string(),
+            host,
+            port,
+            authority,
+            prefix,
+            addr,
+            tls,
+            host_header,
+            insecure: false,
+            tls_client: None,
+        })
     }
 }
 
-fn split_host_port(s: &str) -> Option<(String, u16)> {
+fn split_host_port(s: &str, default_port: u16) -> Option<(String, u16)> {
     let (host, port) = if let Some(end) = s.strip_prefix('[').and_then(|r| r.find(']')) {
         let host = &s[..end + 2];
         match &s[end + 2..] {
@@ -118,7 +175,7 @@ fn split_host_port(s: &str) -> Option<(String, u16)> {
     }
     let port = match port {
         Some(p) => p.parse::<u16>().ok().filter(|&p| p != 0)?,
-        None => 80,
+        None => default_port,
     };
     Some((host.to_ascii_lowercase(), port))
 }
@@ -136,7 +193,7 @@ pub enum UpState {
 
 /// One connection to an upstream.
 pub struct Uplink {
-    pub sock: TcpStream,
+    pub sock: Conn,
     pub ready: Readiness,
     pub target: Target,
     pub state: UpState,
@@ -211,8 +268,12 @@ mod tests {
         assert_eq!(u.addr.port(), 8000);
         let u = UpstreamUrl::parse("http://[::1]:81").unwrap();
         assert_eq!(u.authority, "[::1]:81");
+        let u = UpstreamUrl::parse("https://127.0.0.1/b").unwrap();
+        assert!(u.tls);
+        assert_eq!((u.port, u.authority.as_str(), u.prefix.as_str()), (443, "127.0.0.1", "/b"));
+        let u = UpstreamUrl::parse("https://127.0.0.1:8443").unwrap();
+        assert_eq!(u.authority, "127.0.0.1:8443");
         for bad in [
-            "https://example.com",
             "ftp://x",
             "127.0.0.1:80",
             "http://",

@@ -19,8 +19,10 @@ use crate::config::Config;
 use crate::health::{connect_error, probe_request, Outcome, Probe, Route, Shared};
 use crate::readiness::{Readiness, HUP, R};
 use crate::timer::{Deadline, Timers};
+use crate::tls::ServerSide;
 use crate::token::{self, Kind};
-use crate::upstream::{IdlePool, Target, UpState, Uplink};
+use crate::transport::{Conn, SockResult};
+use crate::upstream::{IdlePool, Target, UpState, Uplink, UpstreamUrl};
 
 /// Idle upstream connections kept per target and worker.
 const POOL_PER_TARGET: usize = 256;
@@ -49,7 +51,10 @@ pub struct Worker {
     id: usize,
     workers: usize,
     poll: Poll,
-    listener: TcpListener,
+    /// Listeners with whether they speak TLS; index = token index.
+    listeners: Vec<(TcpListener, bool)>,
+    /// The listener certificate as this worker uses it.
+    tls_side: Option<ServerSide>,
     cfg: Arc<Config>,
     shared: Arc<Shared>,
     clients: Slab<Client>,
@@ -76,19 +81,22 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Sets up a worker around a listener bound by the caller. `start` is the instant the
-    /// probe schedule counts from (the same for every worker).
+    /// Sets up a worker around listeners bound by the caller (each with whether it speaks
+    /// TLS). `start` is the instant the probe schedule counts from (the same for every worker).
     pub fn new(
         id: usize,
         workers: usize,
-        listener: TcpListener,
+        listeners: Vec<(TcpListener, bool)>,
         cfg: Arc<Config>,
         shared: Arc<Shared>,
         start: Instant,
     ) -> io::Result<Worker> {
         let poll = Poll::new()?;
-        let mut listener = listener;
-        poll.registry().register(&mut listener, token::make(Kind::Listener, 0, 0), Interest::READABLE)?;
+        let mut listeners = listeners;
+        for (i, (l, _)) in listeners.iter_mut().enumerate() {
+            poll.registry().register(l, token::make(Kind::Listener, i, 0), Interest::READABLE)?;
+        }
+        let tls_side = cfg.tls.as_ref().map(|t| t.side());
         let waker = Arc::new(Waker::new(poll.registry(), token::make(Kind::Waker, 0, 0))?);
         shared.add_waker(waker);
         let (epoch, route) = shared.route();
@@ -97,7 +105,8 @@ impl Worker {
             id,
             workers,
             poll,
-            listener,
+            listeners,
+            tls_side,
             cfg,
             shared,
             clients: Slab::with_capacity(1024),
@@ -144,7 +153,7 @@ impl Worker {
             for ev in events.iter() {
                 let (kind, index, gen) = token::split(ev.token());
                 match kind {
-                    Kind::Listener => self.accept(),
+                    Kind::Listener => self.accept(index),
                     Kind::Waker => self.sync_route(),
                     Kind::Client => {
                         if let Some(c) = self.clients.get_mut(index).filter(|c| c.gen == gen) {
@@ -184,14 +193,28 @@ impl Worker {
         }
     }
 
-    fn accept(&mut self) {
+    fn accept(&mut self, which: usize) {
         if self.accept_paused {
             return;
         }
+        let Some(&(_, tls)) = self.listeners.get(which) else { return };
+        if let (Some(t), Some(side)) = (self.cfg.tls.as_ref(), self.tls_side.as_mut()) {
+            t.refresh(side);
+        }
         loop {
-            match self.listener.accept() {
+            match self.listeners[which].0.accept() {
                 Ok((mut sock, peer)) => {
                     let _ = sock.set_nodelay(true);
+                    let session = match (tls, self.tls_side.as_ref()) {
+                        (true, Some(side)) => match side.session() {
+                            Ok(s) => Some(Box::new(s)),
+                            Err(e) => {
+                                log::error!("worker={} {e}", self.id);
+                                continue;
+                            }
+                        },
+                        _ => None,
+                    };
                     let gen = self.next_gen();
                     let entry = self.clients.vacant_entry();
                     let key = entry.key();
@@ -202,7 +225,7 @@ impl Worker {
                         log::error!("worker={} cannot register a client: {e}", self.id);
                         continue;
                     }
-                    let mut c = Client::new(sock, peer, gen, self.now);
+                    let mut c = Client::new(Conn { sock, tls: session }, peer, gen, self.now);
                     if let Some(at) = c.deadline.set(c.next_deadline(&self.cfg)) {
                         self.timers.arm(at, tok);
                     }
@@ -298,20 +321,11 @@ impl Worker {
                 self.uplinks.remove(u);
             }
         }
-        let addr = match target {
-            Target::Primary => self.cfg.primary.addr,
-            Target::Backup => self.cfg.backup.addr,
-        };
         let gen = self.next_gen();
         let entry = self.uplinks.vacant_entry();
         let u = entry.key();
-        let connected = TcpStream::connect(addr).and_then(|mut sock| {
-            let _ = sock.set_nodelay(true);
-            let tok = token::make(Kind::Uplink, u, gen);
-            self.poll.registry().register(&mut sock, tok, Interest::READABLE | Interest::WRITABLE)?;
-            Ok(sock)
-        });
-        match connected {
+        let tok = token::make(Kind::Uplink, u, gen);
+        match connect(&self.poll, self.cfg.upstream(target), tok) {
             Ok(sock) => {
                 entry.insert(Uplink {
                     sock,
@@ -327,8 +341,7 @@ impl Worker {
                 self.clients[key].uplink = Some(u);
                 true
             }
-            Err(e) => {
-                let why = connect_error(&e);
+            Err(why) => {
                 let step = match self.clients.get_mut(key) {
                     Some(c) => c.connect_error(&mut ctx!(self), why),
                     None => Step::Close,
@@ -365,8 +378,16 @@ impl Worker {
         if up.ready.event & (R | HUP) == 0 {
             return true;
         }
+        if up.sock.tls.is_some() {
+            // TLS may carry records that are not data (session tickets): let the session
+            // read them; only plaintext, a close or an error make the connection unusable.
+            let mut scratch = self.pool.take();
+            let (n, res) = up.sock.read_into(&mut up.ready, &mut scratch);
+            self.pool.put(scratch);
+            return n == 0 && res == SockResult::WouldBlock;
+        }
         let mut byte = [0u8; 1];
-        match up.sock.read(&mut byte) {
+        match up.sock.sock.read(&mut byte) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 up.ready.event &= !(R | HUP);
                 true
@@ -429,7 +450,9 @@ impl Worker {
             Kind::Tick => self.tick(),
             Kind::Listener => {
                 self.accept_paused = false;
-                self.accept();
+                for i in 0..self.listeners.len() {
+                    self.accept(i);
+                }
             }
             Kind::Waker => {}
         }
@@ -450,25 +473,16 @@ impl Worker {
     }
 
     fn start_probe(&mut self, target: Target) {
-        let addr = match target {
-            Target::Primary => self.cfg.primary.addr,
-            Target::Backup => self.cfg.backup.addr,
-        };
         let gen = self.next_gen();
         let entry = self.probes.vacant_entry();
         let tok = token::make(Kind::Probe, entry.key(), gen);
         let deadline = self.now + self.cfg.check_timeout;
-        let started = TcpStream::connect(addr).and_then(|mut sock| {
-            let _ = sock.set_nodelay(true);
-            self.poll.registry().register(&mut sock, tok, Interest::READABLE | Interest::WRITABLE)?;
-            Ok(sock)
-        });
-        match started {
-            Ok(sock) => {
-                entry.insert(Probe::new(sock, target, gen, deadline));
+        match connect(&self.poll, self.cfg.upstream(target), tok) {
+            Ok(conn) => {
+                entry.insert(Probe::new(conn, target, gen, deadline));
                 self.timers.arm(deadline, tok);
             }
-            Err(e) => self.finish_probe(target, Outcome::Unhealthy(connect_error(&e))),
+            Err(why) => self.finish_probe(target, Outcome::Unhealthy(why)),
         }
     }
 
@@ -503,7 +517,12 @@ impl Worker {
                 continue;
             }
             for _ in 0..signals.failures[target.index()] {
-                self.shared.report(&self.cfg, target, false, "live requests failing (connect error or no response in time)");
+                self.shared.report(
+                    &self.cfg,
+                    target,
+                    false,
+                    "live requests failing (connect error or no response in time)",
+                );
             }
             let due = self.last_confirm[target.index()].is_none_or(|t| self.now >= t + self.cfg.fast_interval());
             if due {
@@ -557,4 +576,19 @@ impl Worker {
             }
         }
     }
+}
+
+/// Starts a non-blocking connection to an upstream (with a TLS session for `https://`),
+/// registered under `tok`.
+fn connect(poll: &Poll, up: &UpstreamUrl, tok: Token) -> Result<Conn, String> {
+    let mut sock = TcpStream::connect(up.addr).map_err(|e| connect_error(&e))?;
+    let _ = sock.set_nodelay(true);
+    poll.registry()
+        .register(&mut sock, tok, Interest::READABLE | Interest::WRITABLE)
+        .map_err(|e| format!("cannot register a connection: {e}"))?;
+    let tls = match &up.tls_client {
+        Some(t) => Some(Box::new(t.session()?)),
+        None => None,
+    };
+    Ok(Conn { sock, tls })
 }
