@@ -311,12 +311,6 @@ impl Session {
         self.conn.send_close_notify();
         let _ = self.flush(sock, ready);
     }
-
-    /// Whether anything is readable without touching the socket.
-    pub fn has_plaintext(&mut self) -> bool {
-        let mut probe = [0u8; 0];
-        !matches!(self.conn.reader().read(&mut probe), Err(ref e) if e.kind() == io::ErrorKind::WouldBlock)
-    }
 }
 
 /// A rustls error in words an operator can act on.

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# TLS throughput side by side: failover vs HAProxy (one thread each), both directions.
+#   listener: wrk --https--> proxy (TLS termination) --http--> nginx :9001
+#   upstream: wrk --http--> proxy --https (verify against our CA)--> nginx :9443
+# usage: benches/tls_compare.sh [BINARY] [SECONDS] [ROUNDS]
+# Needs: wrk, nginx-light, haproxy, openssl, curl. Loopback only; stops what it starts.
+# Prints medians per target and `ratio_listener_vs_haproxy=… ratio_upstream_vs_haproxy=…`.
+set -u
+BIN=$(readlink -f "${1:-target/release/failover}")
+D=${2:-5}
+R=${3:-3}
+W=/tmp/failover-tls-bench
+rm -rf "$W" && mkdir -p "$W"
+cd "$W" || exit 1
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+  [ -f "$W/haproxy.pid" ] && kill "$(cat "$W/haproxy.pid")" 2>/dev/null
+  wait 2>/dev/null
+}
+trap cleanup EXIT
+
+openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=bench-ca 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -keyout srv.key -out srv.csr -subj /CN=localhost 2>/dev/null
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >ext.cnf
+openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out srv.pem -days 2 -extfile ext.cnf 2>/dev/null
+cat srv.pem srv.key >combined.pem
+
+cat >nginx.conf <<EOF
+worker_processes 1; daemon off; pid $W/nginx.pid; error_log $W/nginx.err warn;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  server { listen 127.0.0.1:9001 reuseport backlog=4096;
+    location = /healthz { return 200 "ok\n"; } location = /small { return 200 "primary hello\n"; } }
+  server { listen 127.0.0.1:9443 ssl reuseport backlog=4096;
+    ssl_certificate $W/srv.pem; ssl_certificate_key $W/srv.key;
+    location = /healthz { return 200 "ok\n"; } location = /small { return 200 "primary hello\n"; } } }
+EOF
+cat >haproxy.cfg <<EOF
+global
+  nbthread 1
+  maxconn 8000
+defaults
+  mode http
+  timeout connect 2s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+frontend listener
+  bind 127.0.0.1:8444 ssl crt $W/combined.pem alpn http/1.1
+  default_backend plain
+frontend upstream
+  bind 127.0.0.1:8445
+  default_backend tls
+backend plain
+  http-reuse always
+  server primary 127.0.0.1:9001 check inter 2s
+backend tls
+  http-reuse always
+  server primary 127.0.0.1:9443 ssl verify required ca-file $W/ca.pem sni str(localhost) check inter 2s
+EOF
+nginx -c "$W/nginx.conf" >/dev/null 2>&1 &
+pids+=($!)
+haproxy -f "$W/haproxy.cfg" -D -p "$W/haproxy.pid" >/dev/null 2>&1
+"$BIN" --listen=127.0.0.1:8446 --tls-cert="$W/srv.pem" --tls-key="$W/srv.key" --primary=http://127.0.0.1:9001 \
+  --backup=http://127.0.0.1:9001 --health-path=/healthz --workers=1 >"$W/listener.log" 2>&1 &
+pids+=($!)
+"$BIN" --listen=127.0.0.1:8447 --primary=https://localhost:9443 --primary-ca="$W/ca.pem" \
+  --backup=http://127.0.0.1:9001 --health-path=/healthz --workers=1 >"$W/upstream.log" 2>&1 &
+pids+=($!)
+targets="haproxy_listener:https://127.0.0.1:8444 failover_listener:https://127.0.0.1:8446 haproxy_upstream:http://127.0.0.1:8445 failover_upstream:http://127.0.0.1:8447"
+for t in $targets; do
+  url=${t#*:}
+  for _ in $(seq 50); do curl -sk -o /dev/null -m1 "$url/small" && break; sleep 0.1; done
+done
+declare -A rps p99
+for r in $(seq "$R"); do
+  for t in $targets; do
+    name=${t%%:*}
+    url=${t#*:}
+    out=$(wrk -t1 -c50 -d"${D}s" --latency "$url/small" 2>&1)
+    q=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+    l=$(echo "$out" | awk '$1=="99%" {v=$2; if (v ~ /ms$/) {sub("ms","",v); v=v*1000} else if (v ~ /us$/) {sub("us","",v)} else if (v ~ /s$/) {sub("s","",v); v=v*1000000}; print v}')
+    e=$(echo "$out" | grep -E 'Non-2xx|Socket errors' | tr '\n' ' ')
+    echo "round=$r target=$name rps=${q:-0} p99_us=${l:-NA} $e"
+    rps[$name]+="${q:-0} "
+    p99[$name]+="${l:-0} "
+  done
+done
+med() { echo "$@" | tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+for t in $targets; do
+  n=${t%%:*}
+  echo "median target=$n rps=$(med ${rps[$n]}) p99_us=$(med ${p99[$n]})"
+done
+awk -v fl="$(med ${rps[failover_listener]})" -v hl="$(med ${rps[haproxy_listener]})" \
+  -v fu="$(med ${rps[failover_upstream]})" -v hu="$(med ${rps[haproxy_upstream]})" \
+  'BEGIN {printf "ratio_listener_vs_haproxy=%.2f ratio_upstream_vs_haproxy=%.2f\n", fl/hl, fu/hu}'
