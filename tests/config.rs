@@ -235,7 +235,6 @@ fn bad_retry_keys_in_yaml_are_refused_naming_the_key() {
 }
 
 #[test]
-#[ignore = "proxy bug: a YAML value of the wrong type for retry_on_status / retry_buffer (untagged enums) gives an error that does not name the key"]
 fn wrongly_typed_retry_keys_in_yaml_are_refused_naming_the_key() {
     for (line, keys) in [
         ("retry_on_status: [\"x\"]", ["retry_on_status", "retry-on-status"]),
