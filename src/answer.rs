@@ -40,8 +40,9 @@ pub struct Answer<'a> {
 
 impl Answer<'_> {
     /// An error: the status line's words and the detail, as plain text or (when the client
-    /// asked for JSON) `{"error":..,"detail":..}`. `extra` holds header lines.
-    pub fn error(status: u16, detail: &str, extra: &str, json: bool, out: &mut Buf) {
+    /// asked for JSON) `{"error":..,"detail":..}`. `extra` holds header lines; `head_only`
+    /// answers a HEAD request (headers, no body).
+    pub fn error(status: u16, detail: &str, extra: &str, json: bool, head_only: bool, out: &mut Buf) {
         let mut text = [0u8; 512];
         let mut n = 0;
         let mut put = |part: &[u8]| {
@@ -63,7 +64,7 @@ impl Answer<'_> {
             put(b"\n");
         }
         let content_type = if json { "application/json" } else { "text/plain; charset=utf-8" };
-        Answer { status, content_type, body: &text[..n], close: true, head_only: false, extra }.write(out);
+        Answer { status, content_type, body: &text[..n], close: true, head_only, extra }.write(out);
     }
 
     pub fn write(&self, out: &mut Buf) {
@@ -111,7 +112,7 @@ mod tests {
     fn error_bytes() {
         let mut pool = Pool::new(1);
         let mut b = pool.take();
-        Answer::error(502, "primary refused the connection", "", false, &mut b);
+        Answer::error(502, "primary refused the connection", "", false, false, &mut b);
         let text = String::from_utf8(b.bytes().to_vec()).unwrap();
         let body = "Bad Gateway: primary refused the connection\n";
         assert!(text.starts_with("HTTP/1.1 502 Bad Gateway\r\n"), "{text}");
@@ -124,7 +125,7 @@ mod tests {
     fn json_error_with_extra_header() {
         let mut pool = Pool::new(1);
         let mut b = pool.take();
-        Answer::error(503, "both \"down\"", "Retry-After: 2\r\n", true, &mut b);
+        Answer::error(503, "both \"down\"", "Retry-After: 2\r\n", true, false, &mut b);
         let text = String::from_utf8(b.bytes().to_vec()).unwrap();
         assert!(text.contains("\r\nRetry-After: 2\r\n"), "{text}");
         assert!(text.contains("Content-Type: application/json\r\n"), "{text}");

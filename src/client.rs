@@ -408,7 +408,8 @@ impl Client {
                 _ => "Retry-After: 30\r\n",
             };
             let out = cx.pool.ensure(&mut self.cout);
-            Answer::error(503, "both the primary and the backup are down", retry_after, req.accepts_json, out);
+            let detail = "both the primary and the backup are down";
+            Answer::error(503, detail, retry_after, req.accepts_json, req.is_head, out);
             self.phase = Phase::Answer { close: true };
             return Pass::Moved;
         }
@@ -571,6 +572,7 @@ impl Client {
                                 self.peer,
                                 resp.status
                             );
+                            cx.shared.retries.fetch_add(1, Ordering::Relaxed);
                             return self.fail_over(cx);
                         }
                         Err(why) => {
@@ -777,7 +779,7 @@ impl Client {
         };
         log::info!("client={} upstream={name} failed: {detail}", self.peer);
         let out = cx.pool.ensure(&mut self.cout);
-        Answer::error(status, &detail, extra, self.req.accepts_json, out);
+        Answer::error(status, &detail, extra, self.req.accepts_json, self.req.is_head, out);
         self.answer_cleanup();
         Pass::Do(Step::DropUpstream)
     }
@@ -888,7 +890,7 @@ impl Client {
     /// Queues an error answer; the connection closes after it.
     fn answer_error(&mut self, cx: &mut Ctx, status: u16, detail: &str) {
         let out = cx.pool.ensure(&mut self.cout);
-        Answer::error(status, detail, "", false, out);
+        Answer::error(status, detail, "", false, false, out);
         self.answer_cleanup();
     }
 

@@ -262,9 +262,23 @@ fn read_file(path: &PathBuf) -> Result<FileConfig, Error> {
     if text.trim().is_empty() {
         return Ok(FileConfig::default());
     }
-    serde_yaml::from_str(&text).map_err(|e| {
-        let msg = e.to_string().replace('\n', " ");
-        err("config", format!("{}: {msg}", path.display()))
+    let one_line = |e: serde_yaml::Error| e.to_string().replace('\n', " ");
+    let value: serde_yaml::Value =
+        serde_yaml::from_str(&text).map_err(|e| err("config", format!("{}: {}", path.display(), one_line(e))))?;
+    serde_yaml::from_value(value.clone()).map_err(|e| {
+        // Name the key at fault: every field is optional, so try the keys one by one.
+        let bad_key = value.as_mapping().and_then(|map| {
+            map.iter().find_map(|(k, v)| {
+                let mut one = serde_yaml::Mapping::new();
+                one.insert(k.clone(), v.clone());
+                let failed = serde_yaml::from_value::<FileConfig>(serde_yaml::Value::Mapping(one)).is_err();
+                failed.then(|| k.as_str().unwrap_or("?").to_string())
+            })
+        });
+        match bad_key {
+            Some(k) => err("config", format!("{}: key {k}: {}", path.display(), one_line(e))),
+            None => err("config", format!("{}: {}", path.display(), one_line(e))),
+        }
     })
 }
 

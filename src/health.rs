@@ -101,6 +101,10 @@ pub struct Shared {
     pub retries: AtomicU64,
     /// Requests moved to the backup, while waiting on the primary, when traffic switched.
     pub rescues: AtomicU64,
+    /// Extra (confirmation and fast) probes are rationed across workers: the earliest time,
+    /// in ms after `base`, the next one may start, per target.
+    extra_probe_at: [AtomicU64; 2],
+    base: Instant,
     wakers: Mutex<Vec<Arc<mio::Waker>>>,
 }
 
@@ -133,6 +137,8 @@ impl Shared {
             epoch: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             rescues: AtomicU64::new(0),
+            extra_probe_at: [AtomicU64::new(0), AtomicU64::new(0)],
+            base: Instant::now(),
             wakers: Mutex::new(Vec::new()),
         }
     }
@@ -163,6 +169,16 @@ impl Shared {
     /// Transitions after epoch `since`, oldest first.
     pub fn transitions_since(&self, since: u64) -> Vec<(u64, String, Route)> {
         self.lock().history.iter().filter(|(e, _, _)| *e > since).cloned().collect()
+    }
+
+    /// Claims the right to start an extra probe of `target` now: at most one per `every`
+    /// across all workers, so the probe rate does not grow with the worker count.
+    pub fn claim_extra_probe(&self, target: Target, now: Instant, every: std::time::Duration) -> bool {
+        let now_ms = now.saturating_duration_since(self.base).as_millis() as u64;
+        let slot = &self.extra_probe_at[target.index()];
+        let at = slot.load(Ordering::Acquire);
+        now_ms >= at
+            && slot.compare_exchange(at, now_ms + every.as_millis() as u64, Ordering::AcqRel, Ordering::Acquire).is_ok()
     }
 
     /// Whether the primary has failed recently without being declared down yet: probes

@@ -74,8 +74,6 @@ pub struct Worker {
     accept_paused: bool,
     /// Failures seen on live traffic since the last loop turn.
     signals: Signals,
-    /// When this worker last started a confirmation probe, per target.
-    last_confirm: [Option<Instant>; 2],
     /// A fast probe of the suspect primary is scheduled.
     fast_armed: bool,
 }
@@ -124,7 +122,6 @@ impl Worker {
             next_tick: start,
             accept_paused: false,
             signals: Signals::default(),
-            last_confirm: [None, None],
             fast_armed: false,
         };
         w.next_tick = start + w.cfg.check_interval * id as u32;
@@ -444,7 +441,11 @@ impl Worker {
             Kind::Tick if index == FAST_TICK => {
                 self.fast_armed = false;
                 if self.route.active == Target::Primary && self.shared.primary_suspect() {
-                    self.start_probe(Target::Primary);
+                    if self.shared.claim_extra_probe(Target::Primary, self.now, self.cfg.fast_interval()) {
+                        self.start_probe(Target::Primary);
+                    } else {
+                        self.arm_fast_probe();
+                    }
                 }
             }
             Kind::Tick => self.tick(),
@@ -524,9 +525,7 @@ impl Worker {
                     "live requests failing (connect error or no response in time)",
                 );
             }
-            let due = self.last_confirm[target.index()].is_none_or(|t| self.now >= t + self.cfg.fast_interval());
-            if due {
-                self.last_confirm[target.index()] = Some(self.now);
+            if self.shared.claim_extra_probe(target, self.now, self.cfg.fast_interval()) {
                 self.start_probe(target);
             }
         }

@@ -70,6 +70,12 @@ bad_flag!(workers_not_a_number, ["--workers=abc"], "workers");
 bad_flag!(missing_backup, ["!--backup"], "backup");
 bad_flag!(missing_primary, ["!--primary"], "primary");
 bad_flag!(unknown_flag, ["--no-such-flag=1"], "no-such-flag");
+bad_flag!(retry_on_status_not_a_list, ["--retry-on-status=abc"], "retry-on-status");
+bad_flag!(retry_on_status_bad_separator, ["--retry-on-status=502;503"], "retry-on-status");
+bad_flag!(retry_buffer_not_a_size, ["--retry-buffer=lots"], "retry-buffer");
+bad_flag!(retry_buffer_bad_unit, ["--retry-buffer=1XB"], "retry-buffer");
+bad_flag!(min_backup_time_not_a_duration, ["--min-backup-time=soon"], "min-backup-time");
+bad_flag!(min_backup_time_negative, ["--min-backup-time=-1s"], "min-backup-time");
 
 #[test]
 fn https_upstream_is_refused_for_now() {
@@ -103,10 +109,13 @@ fn help_lists_every_flag_with_defaults_and_exits_0() {
         "--pin-cores",
         "--json-logs",
         "--config",
+        "--retry-on-status",
+        "--retry-buffer",
+        "--min-backup-time",
     ] {
         assert!(help.contains(flag), "--help does not mention {flag}:\n{help}");
     }
-    for default in ["0.0.0.0:8080", "2s", "1s", "10MB", "30s", "60s", "10s"] {
+    for default in ["0.0.0.0:8080", "2s", "1s", "10MB", "30s", "60s", "10s", "502,503,504", "1MB", "0s"] {
         assert!(help.contains(default), "--help does not show the default {default}:\n{help}");
     }
 }
@@ -214,6 +223,86 @@ fn bad_yaml_value_is_refused_naming_the_key() {
 }
 
 #[test]
+fn bad_retry_keys_in_yaml_are_refused_naming_the_key() {
+    for (line, keys) in [
+        ("retry_on_status: \"soon\"", ["retry_on_status", "retry-on-status"]),
+        ("retry_on_status: [200]", ["retry_on_status", "retry-on-status"]),
+        ("retry_buffer: \"lots\"", ["retry_buffer", "retry-buffer"]),
+        ("min_backup_time: \"soon\"", ["min_backup_time", "min-backup-time"]),
+    ] {
+        expect_yaml_error(line, &keys);
+    }
+}
+
+#[test]
+fn wrongly_typed_retry_keys_in_yaml_are_refused_naming_the_key() {
+    for (line, keys) in [
+        ("retry_on_status: [\"x\"]", ["retry_on_status", "retry-on-status"]),
+        ("retry_buffer: [1]", ["retry_buffer", "retry-buffer"]),
+    ] {
+        expect_yaml_error(line, &keys);
+    }
+}
+
+/// A config file with valid upstreams plus `line` must be refused naming one of `keys`.
+fn expect_yaml_error(line: &str, keys: &[&str]) {
+    let path = write_config(&format!("primary: \"http://127.0.0.1:1\"\nbackup: \"http://127.0.0.1:2\"\n{line}\n"));
+    let _cleanup = Removed(path.clone());
+    let config = format!("--config={}", path.display());
+    expect_usage_error(&args_with(&["!--primary", "!--backup", &config]), keys);
+}
+
+/// A primary answering `GET /NNN` with status NNN.
+fn status_by_path() -> Upstream {
+    Upstream::with(|s| {
+        let status: u16 = s.target().trim_start_matches('/').parse().unwrap_or(200);
+        Action::Reply(reply(status, format!("primary says {status}").as_bytes()))
+    })
+}
+
+#[test]
+fn retry_keys_are_read_from_the_file() {
+    let primary = status_by_path();
+    let backup = Upstream::named("backup");
+    for statuses in ["\"500\"", "[500]", "\"500, 501\""] {
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let path = write_config(&format!(
+            "listen: \"{addr}\"\nprimary: \"{}\"\nbackup: \"{}\"\nhealth_path: \"{PROBE_PATH}\"\nworkers: 1\n\
+             retry_on_status: {statuses}\nretry_buffer: \"2KB\"\nmin_backup_time: \"1s\"\n",
+            primary.url(),
+            backup.url()
+        ));
+        let _cleanup = Removed(path.clone());
+        let proxy = ProxyBuilder::bare()
+            .set("--config", path.to_str().expect("utf-8 temp path"))
+            .listen_from_config(addr)
+            .start();
+        assert_eq!(get(proxy.addr, "/500").text(), "backup", "retry_on_status: {statuses} must retry a 500");
+        let resp = get(proxy.addr, "/503");
+        assert_eq!(resp.status, 503, "retry_on_status: {statuses} replaces the default set: {}", show(&resp.raw));
+    }
+}
+
+#[test]
+fn retry_flags_win_over_the_file() {
+    let primary = status_by_path();
+    let backup = Upstream::named("backup");
+    let path = write_config(&format!(
+        "primary: \"{}\"\nbackup: \"{}\"\nhealth_path: \"{PROBE_PATH}\"\nretry_on_status: [500]\n",
+        primary.url(),
+        backup.url()
+    ));
+    let _cleanup = Removed(path.clone());
+    let proxy = ProxyBuilder::bare()
+        .set("--config", path.to_str().expect("utf-8 temp path"))
+        .set("--retry-on-status", "404")
+        .set("--workers", "1")
+        .start();
+    assert_eq!(get(proxy.addr, "/404").text(), "backup");
+    assert_eq!(get(proxy.addr, "/500").status, 500, "--retry-on-status must win over retry_on_status");
+}
+
+#[test]
 fn missing_config_file_is_refused() {
     let path = temp_path("does-not-exist.yaml");
     let config = format!("--config={}", path.display());
@@ -232,6 +321,9 @@ fn duration_and_size_units_are_accepted() {
         .set("--idle-timeout", "1h")
         .set("--header-timeout", "10s")
         .set("--max-body", "1GiB")
+        .set("--retry-buffer", "64KiB")
+        .set("--min-backup-time", "1m")
+        .set("--retry-on-status", "500,502, 503")
         .start();
     assert_eq!(who(proxy.addr), "primary");
 }
