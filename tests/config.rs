@@ -78,11 +78,18 @@ bad_flag!(min_backup_time_not_a_duration, ["--min-backup-time=soon"], "min-backu
 bad_flag!(min_backup_time_negative, ["--min-backup-time=-1s"], "min-backup-time");
 
 #[test]
-fn https_upstream_is_refused_for_now() {
-    for flag in ["--primary=https://127.0.0.1:1", "--backup=https://127.0.0.1:2"] {
-        let key = &flag[2..flag.find('=').unwrap_or(2)];
-        let line = expect_usage_error(&args_with(&[flag]), &[key]);
-        assert!(line.to_ascii_lowercase().contains("tls"), "the message must say TLS is not supported yet: {line:?}");
+fn tls_options_on_a_plain_upstream_or_bad_tls_files_are_refused() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--primary-insecure"], "primary-insecure"),
+        (&["--backup-ca=/etc/hostname"], "backup-ca"),
+        (&["--primary=https://127.0.0.1:1", "--primary-ca=/nonexistent/ca.pem"], "primary-ca"),
+        (&["--primary-host-header=two words"], "primary-host-header"),
+        (&["--tls-cert=/nonexistent/cert.pem"], "tls-key"),
+        (&["--tls-cert=/nonexistent/cert.pem", "--tls-key=/nonexistent/key.pem"], "tls-cert"),
+        (&["--listen-http=127.0.0.1:1"], "listen-http"),
+    ];
+    for (extra, key) in cases {
+        expect_usage_error(&args_with(extra), &[key]);
     }
 }
 
