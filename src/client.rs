@@ -26,6 +26,8 @@ use crate::upstream::{Target, UpState, Uplink};
 const ROUNDS: usize = 16;
 /// How long a closing connection may keep sending before we stop reading it.
 const LINGER: Duration = Duration::from_secs(2);
+/// While stopping, how long an idle keep-alive connection may still send a request.
+const DRAIN_IDLE: Duration = Duration::from_millis(500);
 /// How much a closing connection may send before we stop reading it.
 const LINGER_BYTES: usize = 1 << 20;
 
@@ -147,6 +149,8 @@ pub struct Client {
     skip: Option<&'static str>,
     /// Already moved from the primary to the backup once.
     failed_over: bool,
+    /// The process is stopping: close after the exchange in flight.
+    draining: bool,
 }
 
 const NO_REQUEST: Request = Request {
@@ -197,6 +201,21 @@ impl Client {
             replaying: None,
             skip: None,
             failed_over: false,
+            draining: false,
+        }
+    }
+
+    /// The process is stopping: the connection closes after the exchange in flight
+    /// (announced with `Connection: close` when the response head is not written yet). An
+    /// idle one gets [`DRAIN_IDLE`] to send one more request, answered the same way: closing
+    /// it at once would race with a request already on its way.
+    pub fn drain(&mut self, now: Instant) {
+        self.draining = true;
+        if self.phase == Phase::Head && self.cin.as_ref().is_none_or(Buf::is_empty) {
+            self.last_activity = now;
+        }
+        if self.resp.is_none() {
+            self.req.keep_alive = false;
         }
     }
 
@@ -275,7 +294,9 @@ impl Client {
     /// When the current phase times out.
     pub fn next_deadline(&self, cfg: &Config) -> Option<Instant> {
         Some(match self.phase {
-            Phase::Head if self.cin.as_ref().is_none_or(Buf::is_empty) => self.last_activity + cfg.idle_timeout,
+            Phase::Head if self.cin.as_ref().is_none_or(Buf::is_empty) => {
+                self.last_activity + if self.draining { DRAIN_IDLE } else { cfg.idle_timeout }
+            }
             Phase::Head => self.head_started + cfg.header_timeout,
             Phase::Relay if self.resp.is_none() => {
                 self.last_activity + if self.up_sent == 0 { cfg.connect_timeout } else { cfg.upstream_timeout }
@@ -396,6 +417,8 @@ impl Client {
         if let Some(b) = self.cin.as_mut() {
             b.consume(req.head_len);
         }
+        let mut req = req;
+        req.keep_alive &= !self.draining;
         if let Some(admin) = req.admin {
             self.answer_admin(cx, admin, &req);
             return Pass::Moved;
@@ -647,7 +670,7 @@ impl Client {
             let extra = self.uin.as_ref().is_some_and(|b| !b.is_empty());
             let req_done = self.req_body.is_done() && self.req_fwd == 0;
             let reuse = resp.reusable && !self.up_eof && !extra && req_done && !self.up_shut;
-            self.phase = if resp.keep_alive && req_done && !self.client_eof {
+            self.phase = if resp.keep_alive && req_done && !self.client_eof && !self.draining {
                 Phase::Head
             } else {
                 self.shut_client(cx.now);

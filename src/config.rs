@@ -76,6 +76,9 @@ pub struct Flags {
     /// Time a client has to send a complete request head; exceeded gives 408 [default: 10s]
     #[arg(long, value_name = "DURATION")]
     pub header_timeout: Option<String>,
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish [default: 10s]
+    #[arg(long, value_name = "DURATION")]
+    pub shutdown_timeout: Option<String>,
     /// Number of worker threads (event loops) [default: number of cores]
     #[arg(long, value_name = "COUNT")]
     pub workers: Option<usize>,
@@ -149,6 +152,7 @@ struct FileConfig {
     upstream_timeout: Option<Scalar>,
     idle_timeout: Option<Scalar>,
     header_timeout: Option<Scalar>,
+    shutdown_timeout: Option<Scalar>,
     workers: Option<usize>,
     retry_on_status: Option<StatusList>,
     retry_buffer: Option<Scalar>,
@@ -218,6 +222,7 @@ pub struct Config {
     pub upstream_timeout: Duration,
     pub idle_timeout: Duration,
     pub header_timeout: Duration,
+    pub shutdown_timeout: Duration,
     pub workers: usize,
     /// Primary statuses retried on the backup (sorted, deduplicated).
     pub retry_on_status: Vec<u16>,
@@ -304,6 +309,7 @@ fn merge(f: Flags, y: FileConfig) -> Result<Config, Error> {
     let idle_timeout = duration("idle-timeout", text(f.idle_timeout, y.idle_timeout), "60s", ms(1))?;
     let header_timeout = duration("header-timeout", text(f.header_timeout, y.header_timeout), "10s", ms(1))?;
 
+    let shutdown_timeout = duration("shutdown-timeout", text(f.shutdown_timeout, y.shutdown_timeout), "10s", ms(0))?;
     let min_backup_time = duration("min-backup-time", text(f.min_backup_time, y.min_backup_time), "0s", ms(0))?;
     let retry_buffer_text = text(f.retry_buffer, y.retry_buffer).unwrap_or_else(|| "1MB".into());
     let retry_buffer =
@@ -381,6 +387,7 @@ fn merge(f: Flags, y: FileConfig) -> Result<Config, Error> {
         upstream_timeout,
         idle_timeout,
         header_timeout,
+        shutdown_timeout,
         workers,
         retry_on_status,
         retry_buffer,

@@ -105,6 +105,8 @@ pub struct Shared {
     /// in ms after `base`, the next one may start, per target.
     extra_probe_at: [AtomicU64; 2],
     base: Instant,
+    /// SIGTERM/SIGINT: workers stop accepting and drain.
+    stopping: std::sync::atomic::AtomicBool,
     wakers: Mutex<Vec<Arc<mio::Waker>>>,
 }
 
@@ -139,6 +141,7 @@ impl Shared {
             rescues: AtomicU64::new(0),
             extra_probe_at: [AtomicU64::new(0), AtomicU64::new(0)],
             base: Instant::now(),
+            stopping: std::sync::atomic::AtomicBool::new(false),
             wakers: Mutex::new(Vec::new()),
         }
     }
@@ -150,6 +153,24 @@ impl Shared {
 
     pub fn add_waker(&self, w: Arc<mio::Waker>) {
         self.wakers.lock().unwrap_or_else(|p| p.into_inner()).push(w);
+    }
+
+    /// Asks every worker to stop accepting and drain.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.wake_all();
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    fn wake_all(&self) {
+        for w in self.wakers.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            if let Err(e) = w.wake() {
+                log::error!("cannot wake a worker: {e}");
+            }
+        }
     }
 
     pub fn epoch(&self) -> u64 {
@@ -237,11 +258,7 @@ impl Shared {
             changed
         };
         if changed {
-            for w in self.wakers.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-                if let Err(e) = w.wake() {
-                    log::error!("cannot wake a worker after a health change: {e}");
-                }
-            }
+            self.wake_all();
         }
     }
 

@@ -64,9 +64,10 @@ pub fn run(cfg: Config) -> io::Result<()> {
         cfg.fail_threshold,
         cfg.recover_threshold
     );
+    let mut handles = Vec::with_capacity(workers.len());
     for (id, mut w) in workers.into_iter().enumerate() {
         let pin = cfg.pin_cores;
-        std::thread::Builder::new().name(format!("worker-{id}")).spawn(move || {
+        let h = std::thread::Builder::new().name(format!("worker-{id}")).spawn(move || {
             if pin {
                 pin_to_core(id);
             }
@@ -75,6 +76,7 @@ pub fn run(cfg: Config) -> io::Result<()> {
                 std::process::exit(1);
             }
         })?;
+        handles.push(h);
     }
     loop {
         match wait_signal(&signals) {
@@ -86,7 +88,20 @@ pub fn run(cfg: Config) -> io::Result<()> {
                 None => log::info!("SIGHUP received: nothing to reload (configuration reload comes later)"),
             },
             sig => {
-                log::info!("signal {sig} received; exiting");
+                log::info!(
+                    "signal {sig} received: no longer accepting; finishing in-flight requests (up to {:?})",
+                    cfg.shutdown_timeout
+                );
+                shared.stop();
+                let deadline = Instant::now() + cfg.shutdown_timeout;
+                while handles.iter().any(|h| !h.is_finished()) {
+                    if Instant::now() >= deadline {
+                        log::warn!("--shutdown-timeout reached with requests still in flight; exiting");
+                        return Ok(());
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                log::info!("all requests finished; exiting");
                 return Ok(());
             }
         }

@@ -76,6 +76,8 @@ pub struct Worker {
     signals: Signals,
     /// A fast probe of the suspect primary is scheduled.
     fast_armed: bool,
+    /// Stopping: no more accepts; the loop ends when the last client is gone.
+    draining: bool,
 }
 
 impl Worker {
@@ -123,6 +125,7 @@ impl Worker {
             accept_paused: false,
             signals: Signals::default(),
             fast_armed: false,
+            draining: false,
         };
         w.next_tick = start + w.cfg.check_interval * id as u32;
         w.timers.arm(w.next_tick, token::make(Kind::Tick, 0, 0));
@@ -151,7 +154,12 @@ impl Worker {
                 let (kind, index, gen) = token::split(ev.token());
                 match kind {
                     Kind::Listener => self.accept(index),
-                    Kind::Waker => self.sync_route(),
+                    Kind::Waker => {
+                        if self.shared.stopping() && !self.draining {
+                            self.begin_drain();
+                        }
+                        self.sync_route();
+                    }
                     Kind::Client => {
                         if let Some(c) = self.clients.get_mut(index).filter(|c| c.gen == gen) {
                             c.ready.record(ev);
@@ -186,6 +194,10 @@ impl Worker {
             }
             if self.signals.suspect != [false; 2] {
                 self.confirm_signals();
+            }
+            if self.draining && self.clients.is_empty() {
+                log::debug!("worker={} drained", self.id);
+                return Ok(());
             }
         }
     }
@@ -239,6 +251,25 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Stops accepting (a new process may take the port over with SO_REUSEPORT), closes
+    /// idle keep-alive connections, and lets the others finish their exchange.
+    fn begin_drain(&mut self) {
+        // Take what already waits in the accept queues: closing a listener resets those.
+        for i in 0..self.listeners.len() {
+            self.accept(i);
+        }
+        self.draining = true;
+        for (mut l, _) in self.listeners.drain(..) {
+            let _ = self.poll.registry().deregister(&mut l);
+        }
+        let keys: Vec<usize> = self.clients.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.clients[key].drain(self.now);
+            self.update_deadline(key);
+        }
+        log::debug!("worker={} draining {} connections", self.id, self.clients.len());
     }
 
     fn drive_client(&mut self, key: usize) {

@@ -823,6 +823,25 @@ impl Proxy {
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+
+    /// Sends a signal (e.g. "TERM", "HUP") to the proxy process.
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill").arg(format!("-{name}")).arg(self.child.id().to_string()).status();
+        assert!(ok.is_ok_and(|s| s.success()), "kill -{name} failed");
+    }
+
+    /// Waits up to `limit` for the process to exit; its exit code (None: still running or
+    /// killed by a signal).
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let end = Instant::now() + limit;
+        while Instant::now() < end {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            thread::sleep(ms(10));
+        }
+        None
+    }
 }
 
 impl Drop for Proxy {
