@@ -5,8 +5,9 @@
 # a primary and a backup that echo what they receive) and the proxy on 127.0.0.1 with
 # short health timings, then runs one case per behaviour of the contract. Prints
 # `PASS name` or `FAIL name: detail` per case and a last line `N passed, N failed`;
-# exits non-zero if any case failed. Needs only bash, curl and python3. Every process
-# it starts is stopped on exit; every port is a free port on 127.0.0.1.
+# exits non-zero if any case failed. Needs only bash, curl, python3 and openssl (for the
+# throwaway CA of the HTTPS cases). Every process it starts is stopped on exit; every
+# port is a free port on 127.0.0.1.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
@@ -232,8 +233,8 @@ bad_config "bad config: non-numeric threshold" 'fail[-_]threshold' "${OK_UP[@]}"
 bad_config "bad config: bad size unit" 'max[-_]body' "${OK_UP[@]}" --max-body=10XB
 bad_config "bad config: missing backup" 'backup' --primary=http://127.0.0.1:9 --listen=127.0.0.1:$LP
 bad_config "bad config: unknown flag" 'no-such-flag' "${OK_UP[@]}" --no-such-flag
-bad_config "https primary refused" 'primary.*TLS|TLS.*primary' --primary=https://127.0.0.1:9 --backup=http://127.0.0.1:9 --listen=127.0.0.1:$LP
-bad_config "https backup refused" 'backup.*TLS|TLS.*backup' --primary=http://127.0.0.1:9 --backup=https://127.0.0.1:9 --listen=127.0.0.1:$LP
+bad_config "bad config: --primary-ca with an http:// primary" 'primary[-_]ca' "${OK_UP[@]}" --primary-ca=/dev/null
+bad_config "bad config: missing --tls-cert file" 'tls[-_]cert' "${OK_UP[@]}" --tls-cert="$TMP/no-such.crt" --tls-key="$TMP/no-such.key"
 bad_config "bad config: missing config file" 'config|no-such-file' "${OK_UP[@]}" --config="$TMP/no-such-file.yaml"
 printf 'primary: "http://127.0.0.1:9"\nbackup: "http://127.0.0.1:9"\nlisten: "127.0.0.1:%s"\ncheck_intervall: "2s"\n' "$LP" >"$TMP/typo.yaml"
 bad_config "bad config: unknown YAML key" 'check_intervall' --config="$TMP/typo.yaml"
@@ -516,6 +517,76 @@ PY
   expect "--json-logs: every line a JSON object, failover at WARN" "$verdict" ok
 else
   fail "--json-logs: proxy starts" "$(log_tail "$JSON_LOG")"
+fi
+
+# ================================================================= TLS
+
+section "tls"
+# A throwaway CA and a certificate for localhost and 127.0.0.1 (EC key in SEC1 form, as
+# `openssl ecparam` writes it), used by both the HTTPS upstream and the proxy's listener.
+PKI="$TMP/pki"
+mkdir -p "$PKI"
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n' >"$PKI/leaf.ext"
+if ! {
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj "/CN=failover verify CA" \
+    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
+    -keyout "$PKI/ca.key" -out "$PKI/ca.crt" &&
+    openssl ecparam -name prime256v1 -genkey -noout -out "$PKI/leaf.key" &&
+    openssl req -new -key "$PKI/leaf.key" -subj /CN=localhost -out "$PKI/leaf.csr" &&
+    openssl x509 -req -in "$PKI/leaf.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial -days 2 \
+      -extfile "$PKI/leaf.ext" -out "$PKI/leaf.crt"
+} >"$PKI/openssl.log" 2>&1; then
+  abort "make a test CA with openssl" "$(log_tail "$PKI/openssl.log")"
+fi
+
+# scripts/upstream.py behind TLS (python's ssl module), as the https:// primary.
+cat >"$TMP/tls_upstream.py" <<'PY'
+import importlib.util, os, ssl, sys
+upstream_py, name, cert, key, port_file = sys.argv[1:6]
+spec = importlib.util.spec_from_file_location("upstream", upstream_py)
+up = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(up)
+up.Handler.name = name
+up.ThreadingHTTPServer.daemon_threads = True
+server = up.ThreadingHTTPServer(("127.0.0.1", 0), up.Handler)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+ctx.set_alpn_protocols(["http/1.1"])
+# The handshake happens on the first read, in the request's thread, not in accept.
+server.socket = ctx.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
+with open(port_file + ".tmp", "w") as f:
+    f.write(str(server.server_address[1]))
+os.replace(port_file + ".tmp", port_file)
+server.serve_forever()
+PY
+rm -f "$TMP/tls-primary.port"
+python3 "$TMP/tls_upstream.py" "$UPSTREAM" tls-primary "$PKI/leaf.crt" "$PKI/leaf.key" "$TMP/tls-primary.port" \
+  >>"$TMP/tls-primary.log" 2>&1 &
+PIDS+=("$!")
+wait_until 10 test -s "$TMP/tls-primary.port" || abort "start the https upstream" "$(log_tail "$TMP/tls-primary.log")"
+TLS_UP_PORT=$(cat "$TMP/tls-primary.port")
+
+# One proxy for both directions: an https:// primary verified with --primary-ca, and a
+# TLS listener (curl --cacert) next to a plain --listen-http one.
+TLS_PORT=$(free_port)
+PLAIN_PORT=$(free_port)
+TLS_LOG="$TMP/proxy-tls.log"
+if start_proxy "$TLS_LOG" "$PLAIN_PORT" --listen="127.0.0.1:$TLS_PORT" --listen-http="127.0.0.1:$PLAIN_PORT" \
+  --tls-cert="$PKI/leaf.crt" --tls-key="$PKI/leaf.key" \
+  --primary="https://localhost:$TLS_UP_PORT/pfx" --primary-ca="$PKI/ca.crt" --backup="$BACKUP_URL" \
+  "${HEALTH_FLAGS[@]}" --workers=2; then
+  pass "proxy starts with --tls-cert, --listen-http and an https:// primary"
+  code=$(req "$TMP/t1.json" -H 'Host: example.test' "$PROXY/to-https?a=1")
+  expect "https:// upstream: verified, prefix, Host = URL host, X-Forwarded-Host = client's" \
+    "$code $(jf "$TMP/t1.json" '[d["upstream"], d["path"], hdr("host"), hdr("x-forwarded-host"), hdr("x-forwarded-proto")]')" \
+    "200 [\"tls-primary\", \"/pfx/to-https?a=1\", \"localhost:$TLS_UP_PORT\", \"example.test\", \"http\"]"
+  code=$(req "$TMP/t2.json" --cacert "$PKI/ca.crt" -H 'X-Forwarded-Proto: http' "https://localhost:$TLS_PORT/from-https")
+  expect "TLS listener (curl --cacert): forwarded with X-Forwarded-Proto: https" \
+    "$code $(jf "$TMP/t2.json" '[d["upstream"], d["path"], hdr("x-forwarded-proto")]')" \
+    '200 ["tls-primary", "/pfx/from-https", "https"]'
+  stop_pid "$PROXY_PID"
+else
+  fail "proxy starts with --tls-cert, --listen-http and an https:// primary" "$(log_tail "$TLS_LOG")"
 fi
 
 finish

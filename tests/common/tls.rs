@@ -1,0 +1,528 @@
+//! TLS pieces for `tests/tls.rs`: throwaway certificate authorities made with rcgen
+//! (`Ca`, `Leaf`), PEM files in a temp dir (`TempDir`), a small blocking HTTPS upstream
+//! that records SNI, ALPN, handshakes and requests (`TlsUpstream`), a blocking HTTPS
+//! client (`TlsClient`), and a guard for a proxy whose listener speaks TLS (`TlsProxy`;
+//! `common::Proxy` waits for readiness in plain HTTP, which a TLS listener never
+//! answers). Loopback only, every socket has a timeout.
+//!
+//! Not a module of `common` (other test binaries would compile rcgen for nothing):
+//! `tests/tls.rs` includes it with `#[path]` next to `mod common`, and this file uses
+//! `crate::common`.
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection, StreamOwned};
+
+use crate::common::{find, free_port, ms, reply, show, temp_path, wait_until, Head, ProxyBuilder, Response};
+use crate::common::{HOST, IO_TIMEOUT, PROBE_PATH};
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Runs `op` again while it fails with EINTR. Some sandboxes (gVisor) interrupt a
+/// blocking socket call when a child process exits, although SIGCHLD is ignored; these
+/// tests start and stop proxies all the time.
+fn again<T>(mut op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    loop {
+        match op() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            r => return r,
+        }
+    }
+}
+
+// ----------------------------------------------------------------- pki ----
+
+/// A certificate authority that exists for one test.
+pub struct Ca {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+/// A server certificate (ECDSA P-256, key in PKCS#8) issued by a [`Ca`].
+#[derive(Clone)]
+pub struct Leaf {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub cert_der: CertificateDer<'static>,
+    key_der: Vec<u8>,
+}
+
+impl Ca {
+    pub fn new(name: &str) -> Ca {
+        let mut params = CertificateParams::default();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name = DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, format!("{name} test CA"));
+        let key = KeyPair::generate().expect("CA key");
+        let cert = params.self_signed(&key).expect("self-signed CA");
+        Ca { cert, key }
+    }
+
+    pub fn pem(&self) -> String {
+        self.cert.pem()
+    }
+
+    pub fn der(&self) -> CertificateDer<'static> {
+        self.cert.der().clone()
+    }
+
+    /// A leaf for `names` (an IP literal becomes an IP SAN).
+    pub fn issue(&self, names: &[&str]) -> Leaf {
+        let key = KeyPair::generate().expect("leaf key");
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).expect("leaf params");
+        params.distinguished_name = DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, names.first().copied().unwrap_or("leaf"));
+        let cert = params.signed_by(&key, &self.cert, &self.key).expect("sign leaf");
+        Leaf {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            cert_der: cert.der().clone(),
+            key_der: key.serialize_der(),
+        }
+    }
+
+    /// A leaf for `localhost` and `127.0.0.1`.
+    pub fn localhost(&self) -> Leaf {
+        self.issue(&["localhost", "127.0.0.1"])
+    }
+}
+
+impl Leaf {
+    pub fn key(&self) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.clone()))
+    }
+}
+
+/// A temp directory for PEM files, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let path = temp_path(tag);
+        fs::create_dir_all(&path).expect("create temp dir");
+        TempDir(path)
+    }
+
+    /// Writes `contents` to `name` in the directory; returns the path as a flag value.
+    pub fn write(&self, name: &str, contents: &str) -> String {
+        let path = self.0.join(name);
+        fs::write(&path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        path.to_string_lossy().into_owned()
+    }
+
+    /// Writes a leaf as `<stem>.crt` and `<stem>.key`; returns (cert path, key path).
+    pub fn write_leaf(&self, stem: &str, leaf: &Leaf) -> (String, String) {
+        (self.write(&format!("{stem}.crt"), &leaf.cert_pem), self.write(&format!("{stem}.key"), &leaf.key_pem))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+// -------------------------------------------------------------- reader ----
+
+/// Buffered HTTP/1.1 reading over any byte stream (TLS or not).
+struct HttpReader {
+    buf: Vec<u8>,
+}
+
+impl HttpReader {
+    fn new() -> HttpReader {
+        HttpReader { buf: Vec::new() }
+    }
+
+    fn fill(&mut self, s: &mut impl Read) -> io::Result<usize> {
+        let mut tmp = [0u8; 16 * 1024];
+        let n = match again(|| s.read(&mut tmp)) {
+            // A peer that closes TCP without close_notify: EOF all the same.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => 0,
+            r => r?,
+        };
+        self.buf.extend_from_slice(&tmp[..n]);
+        Ok(n)
+    }
+
+    /// The next head including the blank line; `None` on EOF before its first byte.
+    fn head(&mut self, s: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
+        loop {
+            if let Some(end) = find(&self.buf, b"\r\n\r\n") {
+                return Ok(Some(self.buf.drain(..end + 4).collect()));
+            }
+            if self.fill(s)? == 0 {
+                if self.buf.is_empty() {
+                    return Ok(None);
+                }
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("EOF in a head: {}", show(&self.buf)),
+                ));
+            }
+        }
+    }
+
+    fn take(&mut self, s: &mut impl Read, n: usize) -> io::Result<Vec<u8>> {
+        while self.buf.len() < n {
+            if self.fill(s)? == 0 {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "EOF in a body"));
+            }
+        }
+        Ok(self.buf.drain(..n).collect())
+    }
+
+    fn rest(&mut self, s: &mut impl Read) -> io::Result<Vec<u8>> {
+        while self.fill(s)? > 0 {}
+        Ok(std::mem::take(&mut self.buf))
+    }
+}
+
+fn content_length(head: &Head) -> usize {
+    head.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+// ------------------------------------------------------------ upstream ----
+
+/// A request as the HTTPS upstream received it.
+#[derive(Clone, Debug)]
+pub struct TlsSeen {
+    /// Which accepted connection (0, 1, ...) carried it.
+    pub conn: usize,
+    /// The SNI the client sent (none for an IP address).
+    pub sni: Option<String>,
+    pub head: Head,
+    pub body: Vec<u8>,
+}
+
+impl TlsSeen {
+    pub fn target(&self) -> &str {
+        self.head.start_line.split(' ').nth(1).unwrap_or("")
+    }
+
+    pub fn method(&self) -> &str {
+        self.head.start_line.split(' ').next().unwrap_or("")
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.get(name)
+    }
+}
+
+#[derive(Default)]
+struct TlsBook {
+    requests: Vec<TlsSeen>,
+    probes: Vec<TlsSeen>,
+    /// Completed handshakes: (connection, ALPN protocol chosen).
+    handshakes: Vec<(usize, Option<Vec<u8>>)>,
+    handshake_errors: Vec<String>,
+}
+
+/// A blocking HTTPS/1.1 server on 127.0.0.1, one thread per connection. Requests to
+/// `PROBE_PATH` are health probes (200 `ok`, recorded apart); every other request is
+/// recorded and answered 200 with the server's name as body. Offers ALPN http/1.1.
+pub struct TlsUpstream {
+    pub addr: SocketAddr,
+    book: Arc<Mutex<TlsBook>>,
+    stop: Arc<AtomicBool>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl TlsUpstream {
+    pub fn start(name: &str, leaf: &Leaf) -> TlsUpstream {
+        let mut config = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![leaf.cert_der.clone()], leaf.key())
+            .expect("server certificate");
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let config = Arc::new(config);
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind TLS upstream");
+        let addr = listener.local_addr().expect("TLS upstream addr");
+        listener.set_nonblocking(true).expect("nonblocking listener");
+        let book = Arc::new(Mutex::new(TlsBook::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (book2, stop2, name) = (book.clone(), stop.clone(), name.to_string());
+        let acceptor = thread::spawn(move || {
+            let next = AtomicUsize::new(0);
+            while !stop2.load(SeqCst) {
+                match listener.accept() {
+                    Ok((sock, _)) => {
+                        let id = next.fetch_add(1, SeqCst);
+                        let (config, book, name) = (config.clone(), book2.clone(), name.clone());
+                        thread::spawn(move || serve_tls(sock, id, config, &book, &name));
+                    }
+                    Err(_) => thread::sleep(ms(2)),
+                }
+            }
+        });
+        TlsUpstream { addr, book, stop, acceptor: Some(acceptor) }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// `https://HOST:PORT` for this server (`host` must resolve to 127.0.0.1).
+    pub fn url(&self, host: &str) -> String {
+        format!("https://{host}:{}", self.port())
+    }
+
+    /// Non-probe requests received so far.
+    pub fn requests(&self) -> Vec<TlsSeen> {
+        self.book.lock().unwrap().requests.clone()
+    }
+
+    pub fn probes(&self) -> Vec<TlsSeen> {
+        self.book.lock().unwrap().probes.clone()
+    }
+
+    /// Completed handshakes of any kind (probes included).
+    pub fn handshakes(&self) -> usize {
+        self.book.lock().unwrap().handshakes.len()
+    }
+
+    /// Completed handshakes on connections that carried at least one non-probe request
+    /// (one per connection: TLS 1.3 has no renegotiation).
+    pub fn traffic_handshakes(&self) -> usize {
+        let b = self.book.lock().unwrap();
+        let traffic: HashSet<usize> = b.requests.iter().map(|s| s.conn).collect();
+        b.handshakes.iter().filter(|(conn, _)| traffic.contains(conn)).count()
+    }
+
+    /// The ALPN protocol chosen on each completed handshake.
+    pub fn alpn(&self) -> Vec<Option<String>> {
+        let b = self.book.lock().unwrap();
+        b.handshakes.iter().map(|(_, p)| p.as_ref().map(|p| String::from_utf8_lossy(p).into_owned())).collect()
+    }
+
+    /// Why handshakes failed, as rustls said it on this side.
+    pub fn handshake_errors(&self) -> Vec<String> {
+        self.book.lock().unwrap().handshake_errors.clone()
+    }
+}
+
+impl Drop for TlsUpstream {
+    fn drop(&mut self) {
+        self.stop.store(true, SeqCst);
+        if let Some(t) = self.acceptor.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve_tls(mut sock: TcpStream, id: usize, config: Arc<ServerConfig>, book: &Mutex<TlsBook>, name: &str) {
+    let _ = sock.set_nonblocking(false);
+    let _ = sock.set_nodelay(true);
+    let _ = sock.set_read_timeout(Some(Duration::from_secs(10)));
+    let _ = sock.set_write_timeout(Some(Duration::from_secs(10)));
+    let mut conn = match ServerConnection::new(config) {
+        Ok(c) => c,
+        Err(e) => return book.lock().unwrap().handshake_errors.push(e.to_string()),
+    };
+    while conn.is_handshaking() {
+        if let Err(e) = again(|| conn.complete_io(&mut sock)) {
+            return book.lock().unwrap().handshake_errors.push(e.to_string());
+        }
+    }
+    let sni = conn.server_name().map(str::to_string);
+    book.lock().unwrap().handshakes.push((id, conn.alpn_protocol().map(<[u8]>::to_vec)));
+    let mut tls = StreamOwned::new(conn, sock);
+    let mut reader = HttpReader::new();
+    loop {
+        let raw_head = match reader.head(&mut tls) {
+            Ok(Some(h)) => h,
+            _ => return,
+        };
+        let head = Head::parse(&raw_head);
+        let body = match reader.take(&mut tls, content_length(&head)) {
+            Ok(b) => b,
+            Err(_) => return,
+        };
+        let close = head.has_token("connection", "close");
+        let seen = TlsSeen { conn: id, sni: sni.clone(), head, body };
+        let answer = if seen.target().ends_with(PROBE_PATH) {
+            book.lock().unwrap().probes.push(seen);
+            reply(200, b"ok")
+        } else {
+            book.lock().unwrap().requests.push(seen);
+            reply(200, name.as_bytes())
+        };
+        if tls.write_all(&answer).and_then(|_| again(|| tls.flush())).is_err() {
+            return;
+        }
+        if close {
+            tls.conn.send_close_notify();
+            let _ = again(|| tls.flush());
+            return;
+        }
+    }
+}
+
+// -------------------------------------------------------------- client ----
+
+/// A blocking HTTPS/1.1 client over one connection, trusting one CA, offering ALPN
+/// http/1.1.
+pub struct TlsClient {
+    tls: StreamOwned<ClientConnection, TcpStream>,
+    reader: HttpReader,
+}
+
+impl TlsClient {
+    /// Connects and completes the handshake, verifying the server as `name`.
+    pub fn connect(addr: SocketAddr, trust: &Ca, name: &str) -> io::Result<TlsClient> {
+        let mut roots = RootCertStore::empty();
+        roots.add(trust.der()).map_err(|e| io::Error::other(e.to_string()))?;
+        let mut config = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| io::Error::other(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let server_name = ServerName::try_from(name.to_string()).map_err(|e| io::Error::other(e.to_string()))?;
+        let mut conn =
+            ClientConnection::new(Arc::new(config), server_name).map_err(|e| io::Error::other(e.to_string()))?;
+        let mut sock = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+        sock.set_read_timeout(Some(IO_TIMEOUT))?;
+        sock.set_write_timeout(Some(IO_TIMEOUT))?;
+        sock.set_nodelay(true)?;
+        while conn.is_handshaking() {
+            again(|| conn.complete_io(&mut sock))?;
+        }
+        Ok(TlsClient { tls: StreamOwned::new(conn, sock), reader: HttpReader::new() })
+    }
+
+    /// The certificate the server presented (first of its chain).
+    pub fn peer_cert(&self) -> Option<CertificateDer<'static>> {
+        self.tls.conn.peer_certificates().and_then(|c| c.first().cloned())
+    }
+
+    pub fn alpn(&self) -> Option<String> {
+        self.tls.conn.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned())
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.tls.write_all(bytes)?;
+        again(|| self.tls.flush())
+    }
+
+    /// The next response (Content-Length or until-close bodies; the proxy's answers and
+    /// the test upstreams' all say Content-Length).
+    pub fn response(&mut self) -> io::Result<Response> {
+        let raw_head = self
+            .reader
+            .head(&mut self.tls)?
+            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "closed before a response"))?;
+        let head = Head::parse(&raw_head);
+        let status = head.start_line.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let body = if head.get("content-length").is_some() {
+            self.reader.take(&mut self.tls, content_length(&head))?
+        } else {
+            self.reader.rest(&mut self.tls)?
+        };
+        let mut raw = raw_head;
+        raw.extend_from_slice(&body);
+        Ok(Response { raw, head, status, body })
+    }
+
+    /// A keep-alive GET with `Host: app.test`.
+    pub fn get(&mut self, path: &str) -> io::Result<Response> {
+        self.send(format!("GET {path} HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())?;
+        self.response()
+    }
+}
+
+/// One GET on a new TLS connection; errors (handshake included) are returned.
+pub fn tls_get(addr: SocketAddr, trust: &Ca, path: &str) -> io::Result<Response> {
+    TlsClient::connect(addr, trust, "localhost")?.get(path)
+}
+
+// --------------------------------------------------------------- proxy ----
+
+/// The real binary with `--tls-cert`/`--tls-key` (given in the builder), listening with
+/// TLS on `addr` and, when asked, in plain HTTP on `http_addr`. Killed on drop.
+pub struct TlsProxy {
+    child: Child,
+    pub addr: SocketAddr,
+    pub http_addr: Option<SocketAddr>,
+    log_path: PathBuf,
+}
+
+impl TlsProxy {
+    /// Starts the proxy and waits until `GET /__failover/health` answers over TLS, with
+    /// the listener's certificate verified against `trust` for `localhost`.
+    pub fn start(builder: ProxyBuilder, trust: &Ca, plain_too: bool) -> TlsProxy {
+        let mut last = String::new();
+        for _attempt in 0..4 {
+            let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            let http_addr = plain_too.then(|| SocketAddr::from(([127, 0, 0, 1], free_port())));
+            let mut args = builder.arg_list();
+            args.push(format!("--listen={addr}"));
+            if let Some(h) = http_addr {
+                args.push(format!("--listen-http={h}"));
+            }
+            let log_path = temp_path("tls-stderr");
+            let child = Command::new(env!("CARGO_BIN_EXE_failover"))
+                .args(&args)
+                .env_remove("RUST_LOG")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(File::create(&log_path).expect("stderr file"))
+                .spawn()
+                .expect("spawn failover");
+            let mut proxy = TlsProxy { child, addr, http_addr, log_path };
+            let ready = wait_until(Duration::from_secs(10), || {
+                !proxy.is_running() || matches!(tls_get(addr, trust, "/__failover/health"), Ok(r) if r.status == 200)
+            });
+            if ready && proxy.is_running() {
+                return proxy;
+            }
+            let status = proxy.child.try_wait().ok().flatten();
+            last = format!("failover {args:?} not ready on {addr} (exit: {status:?}); stderr:\n{}", proxy.log());
+        }
+        panic!("{last}");
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// `kill -HUP <pid>` (with kill(2): no extra child process).
+    pub fn sighup(&self) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
+        // SAFETY: kill(2) with a pid this guard spawned and has not reaped yet.
+        let rc = unsafe { libc::kill(pid, libc::SIGHUP) };
+        assert_eq!(rc, 0, "kill -HUP {pid}: {}", io::Error::last_os_error());
+    }
+}
+
+impl Drop for TlsProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if thread::panicking() {
+            eprintln!("---- proxy {} stderr ----\n{}---- end ----", self.addr, self.log());
+        }
+        let _ = fs::remove_file(&self.log_path);
+    }
+}
