@@ -502,7 +502,11 @@ impl Client {
         if up.state == UpState::Busy && up.ready.can_write() && !self.up_shut {
             let head = self.up_head.as_ref().map_or(&[][..], |b| &b.bytes()[self.up_sent.min(b.len())..]);
             let replaying = self.replaying;
-            let body = if let Some((i, off)) = replaying {
+            let body = if up.sock.handshaking() {
+                // Body bytes stay in our buffers until the TLS handshake is done: if it
+                // fails, the request goes to the backup whole (the head is kept anyway).
+                &[][..]
+            } else if let Some((i, off)) = replaying {
                 &self.replay[i].bytes()[off..]
             } else {
                 self.cin.as_ref().map_or(&[][..], |b| &b.bytes()[..self.req_fwd])
@@ -563,7 +567,10 @@ impl Client {
         if up.state == UpState::Busy && !self.up_eof && up.ready.can_read() && !self.resp_complete() {
             let buf = cx.pool.ensure(&mut self.uin);
             if !buf.is_full() {
+                let handshaking = up.sock.handshaking();
                 let (n, res) = up.sock.read_into(&mut up.ready, buf);
+                // The handshake finishing unblocks the request body: go round again.
+                moved |= handshaking && !up.sock.handshaking();
                 if n > 0 {
                     moved = true;
                     self.last_activity = cx.now;

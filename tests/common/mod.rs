@@ -105,6 +105,17 @@ pub struct Wire {
     buf: Vec<u8>,
 }
 
+/// A read that retries EINTR: some sandboxes (gVisor) interrupt blocking socket reads
+/// when any child process exits, which would otherwise fail a test at random.
+pub fn read_retrying(stream: &mut TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match stream.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
 impl Wire {
     pub fn new(stream: TcpStream) -> Wire {
         Wire { stream, buf: Vec::new() }
@@ -112,7 +123,7 @@ impl Wire {
 
     fn fill(&mut self) -> io::Result<usize> {
         let mut tmp = [0u8; 16 * 1024];
-        let n = self.stream.read(&mut tmp)?;
+        let n = read_retrying(&mut self.stream, &mut tmp)?;
         self.buf.extend_from_slice(&tmp[..n]);
         Ok(n)
     }
@@ -349,7 +360,7 @@ impl Client {
         }
         self.set_read_timeout(within);
         let mut b = [0u8; 1024];
-        let closed = match self.wire.stream.read(&mut b) {
+        let closed = match read_retrying(&mut self.wire.stream, &mut b) {
             Ok(0) => true,
             Ok(_) => false,
             Err(e) => matches!(
@@ -754,7 +765,7 @@ fn serve(wire: &mut Wire, conn: usize, inner: &UpInner) {
                 }
                 let mut b = [0u8; 16 * 1024];
                 loop {
-                    match wire.stream.read(&mut b) {
+                    match read_retrying(&mut wire.stream, &mut b) {
                         Ok(0) | Err(_) => break,
                         Ok(n) => {
                             if wire.stream.write_all(&b[..n]).is_err() {
