@@ -69,13 +69,15 @@ pub struct Ctx<'a> {
 }
 
 /// What live traffic told about the upstreams during one loop turn.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct Signals {
     /// Something failed on this target (indexed by [`Target::index`]): confirm with a probe.
     pub suspect: [bool; 2],
     /// Unambiguous failures (connect refused or timed out, no response head in time): each
     /// counts toward `--fail-threshold` like a failed probe.
     pub failures: [u32; 2],
+    /// What the last counted failure of each target was, in words.
+    pub why: [Option<String>; 2],
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -772,6 +774,12 @@ impl Client {
         cx.signals.suspect[self.target.index()] = true;
         if matches!(fail, Fail::Connect(_) | Fail::ConnectTimeout | Fail::Timeout(_)) {
             cx.signals.failures[self.target.index()] += 1;
+            let why = match &fail {
+                Fail::Connect(why) => why.clone(),
+                Fail::ConnectTimeout => "connect timed out".to_string(),
+                _ => "no response head in time".to_string(),
+            };
+            cx.signals.why[self.target.index()] = Some(format!("{why} (live request)"));
         }
         // A pooled connection the upstream closed meanwhile: replay once on a fresh one.
         let stale = reused && !self.retried && matches!(fail, Fail::Closed | Fail::Io(_));

@@ -548,13 +548,9 @@ impl Worker {
             if !signals.suspect[target.index()] {
                 continue;
             }
+            let why = signals.why[target.index()].as_deref().unwrap_or("live request failed");
             for _ in 0..signals.failures[target.index()] {
-                self.shared.report(
-                    &self.cfg,
-                    target,
-                    false,
-                    "live requests failing (connect error or no response in time)",
-                );
+                self.shared.report(&self.cfg, target, false, why);
             }
             if self.shared.claim_extra_probe(target, self.now, self.cfg.fast_interval()) {
                 self.start_probe(target);
