@@ -365,8 +365,8 @@ expect_re "malformed chunked body -> 400" \
 expect_re "Transfer-Encoding gzip -> 501" \
   "$(raw "$MAIN_PORT" 1 'POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n')" "^501 $CLOSED"
 expect_re "HTTP/1.2 -> 505" "$(raw "$MAIN_PORT" 1 'GET / HTTP/1.2\r\nHost: a\r\n\r\n')" "^505 $CLOSED"
-big=$(head -c 17000 /dev/zero | tr '\0' a)
-expect_re "request head over 16KB -> 431" \
+big=$(head -c 40000 /dev/zero | tr '\0' a)
+expect_re "request head over 32KB -> 431" \
   "$(raw "$MAIN_PORT" 1 "GET / HTTP/1.1\\r\\nHost: a\\r\\nX-Big: $big\\r\\n\\r\\n")" "^431 $CLOSED"
 expect_re "body over --max-body -> 413" \
   "$(raw "$MAIN_PORT" 1 'POST /big HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n')" "^413 $CLOSED"

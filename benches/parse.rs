@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use failover::buffer::{Pool, Writer};
 use failover::framing::{Body, Framing};
-use failover::http1::{parse_request, parse_response, Forward};
+use failover::http1::{parse_request, parse_response, Forward, Limits};
 
 fn bench(name: &str, iters: u32, mut f: impl FnMut()) {
     for _ in 0..iters / 10 {
@@ -33,8 +33,14 @@ Connection: keep-alive\r\nCookie: session=abcdef0123456789\r\n\r\n";
 Content-Length: 1024\r\nConnection: keep-alive\r\nCache-Control: max-age=60\r\n\r\n";
     let mut pool = Pool::new(2);
     let mut out = pool.take();
-    let fwd =
-        Forward { prefix: "", client_ip: "127.0.0.1".parse().unwrap(), proto: "http", host: None, max_body: 10 << 20 };
+    let fwd = Forward {
+        prefix: "",
+        client_ip: "127.0.0.1".parse().unwrap(),
+        proto: "http",
+        host: None,
+        max_body: 10 << 20,
+        limits: Limits::DEFAULT,
+    };
 
     bench("request head parse+rewrite", 1_000_000, || {
         out.clear();

@@ -401,6 +401,7 @@ impl Client {
             proto: if self.sock.tls.is_some() { "https" } else { "http" },
             host: upstream.host_override(),
             max_body: cx.cfg.max_body,
+            limits: cx.cfg.limits,
         };
         let out = cx.pool.ensure(&mut self.up_head);
         out.clear();

@@ -14,6 +14,8 @@ use serde::Deserialize;
 
 use std::sync::Arc;
 
+use crate::buffer::BUF_SIZE;
+use crate::http1::{Limits, MAX_HEADERS};
 use crate::tls::{ListenerTls, UpstreamTls};
 use crate::upstream::{HostPolicy, UpstreamUrl};
 
@@ -79,6 +81,19 @@ pub struct Flags {
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish [default: 10s]
     #[arg(long, value_name = "DURATION")]
     pub shutdown_timeout: Option<String>,
+    /// Largest request head; larger gets 431 (at most 32KB) [default: 32KB]
+    #[arg(long, value_name = "SIZE")]
+    pub max_header_bytes: Option<String>,
+    /// Most header fields in a request; more gets 431 (at most 256) [default: 256]
+    #[arg(long, value_name = "COUNT")]
+    pub max_headers: Option<usize>,
+    /// Longest request line; longer gets 414 [default: 8KB]
+    #[arg(long, value_name = "SIZE")]
+    pub max_request_line: Option<String>,
+    /// Most client connections per process; past it new ones wait in the kernel backlog
+    /// [default: what the open-file limit allows]
+    #[arg(long, value_name = "COUNT")]
+    pub max_connections: Option<usize>,
     /// Number of worker threads (event loops) [default: number of cores]
     #[arg(long, value_name = "COUNT")]
     pub workers: Option<usize>,
@@ -153,6 +168,10 @@ struct FileConfig {
     idle_timeout: Option<Scalar>,
     header_timeout: Option<Scalar>,
     shutdown_timeout: Option<Scalar>,
+    max_header_bytes: Option<Scalar>,
+    max_headers: Option<usize>,
+    max_request_line: Option<Scalar>,
+    max_connections: Option<usize>,
     workers: Option<usize>,
     retry_on_status: Option<StatusList>,
     retry_buffer: Option<Scalar>,
@@ -223,6 +242,9 @@ pub struct Config {
     pub idle_timeout: Duration,
     pub header_timeout: Duration,
     pub shutdown_timeout: Duration,
+    pub limits: Limits,
+    /// Client connections per process before accepting pauses.
+    pub max_connections: usize,
     pub workers: usize,
     /// Primary statuses retried on the backup (sorted, deduplicated).
     pub retry_on_status: Vec<u16>,
@@ -310,6 +332,27 @@ fn merge(f: Flags, y: FileConfig) -> Result<Config, Error> {
     let header_timeout = duration("header-timeout", text(f.header_timeout, y.header_timeout), "10s", ms(1))?;
 
     let shutdown_timeout = duration("shutdown-timeout", text(f.shutdown_timeout, y.shutdown_timeout), "10s", ms(0))?;
+    let size = |key: &str, v: Option<String>, default: &str, min: u64, max: u64| {
+        let v = v.unwrap_or_else(|| default.to_string());
+        let n = parse_size(&v).map_err(|e| err(key, format!("{v:?} {e}")))?;
+        if n < min || n > max {
+            return Err(err(key, format!("{v:?} must be between {min} and {max} bytes")));
+        }
+        Ok(n as usize)
+    };
+    let limits = Limits {
+        head: size("max-header-bytes", text(f.max_header_bytes, y.max_header_bytes), "32KB", 1024, BUF_SIZE as u64)?,
+        headers: match f.max_headers.or(y.max_headers).unwrap_or(MAX_HEADERS) {
+            n @ 1..=MAX_HEADERS => n,
+            n => return Err(err("max-headers", format!("{n} must be between 1 and {MAX_HEADERS}"))),
+        },
+        line: size("max-request-line", text(f.max_request_line, y.max_request_line), "8KB", 64, BUF_SIZE as u64)?,
+    };
+    let max_connections = match f.max_connections.or(y.max_connections) {
+        Some(0) => return Err(err("max-connections", "must be at least 1")),
+        Some(n) => n,
+        None => default_max_connections(),
+    };
     let min_backup_time = duration("min-backup-time", text(f.min_backup_time, y.min_backup_time), "0s", ms(0))?;
     let retry_buffer_text = text(f.retry_buffer, y.retry_buffer).unwrap_or_else(|| "1MB".into());
     let retry_buffer =
@@ -388,6 +431,8 @@ fn merge(f: Flags, y: FileConfig) -> Result<Config, Error> {
         idle_timeout,
         header_timeout,
         shutdown_timeout,
+        limits,
+        max_connections,
         workers,
         retry_on_status,
         retry_buffer,
@@ -426,6 +471,16 @@ fn upstream(name: &str, url: &str, o: UpstreamOpts) -> Result<UpstreamUrl, Error
     up.tls_client = Some(Arc::new(tls));
     up.insecure = o.insecure;
     Ok(up)
+}
+
+/// Each proxied connection needs two descriptors (client and upstream), plus some for
+/// listeners, probes and logs: what the open-file limit allows, at most a million.
+fn default_max_connections() -> usize {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into `lim`, a valid rlimit owned by this frame.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    let files = if rc == 0 { lim.rlim_cur as usize } else { 1024 };
+    (files.saturating_sub(128) / 2).clamp(16, 1_000_000)
 }
 
 /// Parses `502,503,504` (empty: retry on no status).

@@ -107,6 +107,8 @@ pub struct Shared {
     base: Instant,
     /// SIGTERM/SIGINT: workers stop accepting and drain.
     stopping: std::sync::atomic::AtomicBool,
+    /// Client connections open in the process (for `--max-connections`).
+    pub connections: std::sync::atomic::AtomicUsize,
     wakers: Mutex<Vec<Arc<mio::Waker>>>,
 }
 
@@ -142,6 +144,7 @@ impl Shared {
             extra_probe_at: [AtomicU64::new(0), AtomicU64::new(0)],
             base: Instant::now(),
             stopping: std::sync::atomic::AtomicBool::new(false),
+            connections: std::sync::atomic::AtomicUsize::new(0),
             wakers: Mutex::new(Vec::new()),
         }
     }

@@ -12,10 +12,25 @@ use std::net::IpAddr;
 use crate::buffer::Writer;
 use crate::framing::Framing;
 
-/// Most headers accepted in one head (more gets 431 / 502).
+/// Most headers a head may have at all (`--max-headers` is at most this).
 pub const MAX_HEADERS: usize = 256;
-/// Largest request head accepted (more gets 431).
-pub const MAX_HEAD: usize = 16 * 1024;
+/// Largest response head accepted (more gets 502): a whole buffer.
+pub const MAX_HEAD: usize = crate::buffer::BUF_SIZE;
+
+/// Request head limits (`--max-header-bytes`, `--max-headers`, `--max-request-line`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request head in bytes (more gets 431).
+    pub head: usize,
+    /// Most header fields (more gets 431).
+    pub headers: usize,
+    /// Longest request line (more gets 414).
+    pub line: usize,
+}
+
+impl Limits {
+    pub const DEFAULT: Limits = Limits { head: 32 * 1024, headers: MAX_HEADERS, line: 8 * 1024 };
+}
 
 /// Why a request is refused; each maps to one status code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +39,8 @@ pub enum Reject {
     Bad(&'static str),
     /// 413: the declared body is larger than `--max-body`.
     BodyTooLarge,
+    /// 414: the request line is longer than `--max-request-line`.
+    UriTooLong,
     /// 417: an expectation other than 100-continue.
     Expectation,
     /// 431: head too large or too many headers.
@@ -39,6 +56,7 @@ impl Reject {
         match self {
             Reject::Bad(_) => 400,
             Reject::BodyTooLarge => 413,
+            Reject::UriTooLong => 414,
             Reject::Expectation => 417,
             Reject::HeadTooLarge => 431,
             Reject::NotImplemented(_) => 501,
@@ -50,6 +68,7 @@ impl Reject {
         match self {
             Reject::Bad(r) | Reject::NotImplemented(r) => r,
             Reject::BodyTooLarge => "request body is larger than the limit",
+            Reject::UriTooLong => "request line is longer than the limit",
             Reject::Expectation => "only 100-continue is supported in Expect",
             Reject::HeadTooLarge => "request head is too large",
             Reject::Version => "only HTTP/1.0 and HTTP/1.1 are supported",
@@ -99,6 +118,7 @@ pub struct Forward<'a> {
     /// Host value to send instead of the client's (the client's goes to X-Forwarded-Host).
     pub host: Option<&'a str>,
     pub max_body: u64,
+    pub limits: Limits,
 }
 
 /// Header names the proxy acts on, told apart by length first so that the common case
@@ -191,11 +211,17 @@ fn valid_host(v: &[u8]) -> bool {
 /// upstream is in `out` (unless the request is for the proxy itself). `Ok(None)`: the head
 /// is not complete yet.
 pub fn parse_request(input: &[u8], fwd: &Forward, out: &mut Writer) -> Result<Option<Request>, Reject> {
+    let limits = fwd.limits;
+    let line_end = memchr_lf(&input[..input.len().min(limits.line + 2)]);
+    if line_end.map_or(input.len() > limits.line + 1, |i| i > limits.line + 1) {
+        return Err(Reject::UriTooLong);
+    }
     let mut headers = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
     let head_len = match req.parse_with_uninit_headers(input, &mut headers) {
         Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if input.len() > MAX_HEAD => return Err(Reject::HeadTooLarge),
+        // Incomplete and already at the limit: it can only grow past it.
+        Ok(httparse::Status::Partial) if input.len() >= limits.head => return Err(Reject::HeadTooLarge),
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err(Reject::HeadTooLarge),
         Err(httparse::Error::Version) => return Err(Reject::Version),
@@ -204,7 +230,7 @@ pub fn parse_request(input: &[u8], fwd: &Forward, out: &mut Writer) -> Result<Op
         Err(httparse::Error::NewLine) => return Err(Reject::Bad("invalid line ending or folded header")),
         Err(_) => return Err(Reject::Bad("malformed request line")),
     };
-    if head_len > MAX_HEAD {
+    if head_len > limits.head || req.headers.len() > limits.headers {
         return Err(Reject::HeadTooLarge);
     }
     let (Some(method), Some(path), Some(minor)) = (req.method, req.path, req.version) else {
@@ -493,6 +519,10 @@ fn strip_name<'a>(line: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
     }
 }
 
+fn memchr_lf(b: &[u8]) -> Option<usize> {
+    b.iter().position(|&c| c == b'\n')
+}
+
 fn strip_scheme(target: &str) -> Option<&str> {
     let (scheme, rest) = target.split_once("://")?;
     (eq(scheme, "http") || eq(scheme, "https")).then_some(rest)
@@ -539,7 +569,7 @@ pub fn parse_response(
     let head_len =
         match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut resp, input, &mut headers) {
             Ok(httparse::Status::Complete(n)) => n,
-            Ok(httparse::Status::Partial) if input.len() > MAX_HEAD => {
+            Ok(httparse::Status::Partial) if input.len() >= MAX_HEAD => {
                 return Err(BadResponse("response head too large"))
             }
             Ok(httparse::Status::Partial) => return Ok(None),

@@ -5,7 +5,14 @@ use super::*;
 use crate::buffer::Pool;
 
 fn fwd() -> Forward<'static> {
-    Forward { prefix: "", client_ip: "10.1.2.3".parse().unwrap(), proto: "http", host: None, max_body: 1000 }
+    Forward {
+        prefix: "",
+        client_ip: "10.1.2.3".parse().unwrap(),
+        proto: "http",
+        host: None,
+        max_body: 1000,
+        limits: Limits { head: 16 * 1024, headers: 100, line: 1024 },
+    }
 }
 
 fn request(input: &[u8], fwd: &Forward) -> (Result<Option<Request>, Reject>, String) {
@@ -83,14 +90,14 @@ fn rejects_with_the_right_status() {
 #[test]
 fn oversized_heads_get_431() {
     let mut big = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
-    while big.len() <= MAX_HEAD {
+    while big.len() <= 16 * 1024 {
         big.extend_from_slice(b"X-Filler: 0123456789012345678901234567890123456789\r\n");
     }
     assert_eq!(status_of(&big), 431, "incomplete and already too large");
     big.extend_from_slice(b"\r\n");
     assert_eq!(status_of(&big), 431, "complete but too large");
     let mut many = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
-    for i in 0..MAX_HEADERS {
+    for i in 0..100 {
         many.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
     }
     many.extend_from_slice(b"\r\n");
@@ -301,4 +308,12 @@ X-Forwarded-For: 10.1.2.3\r\nX-Forwarded-Proto: http\r\n\r\n"
     // HTTP/1.0 without Host gets the override.
     let (_, h10) = request(b"GET / HTTP/1.0\r\n\r\n", &f);
     assert!(h10.contains("\r\nHost: bucket.s3.example\r\n"), "{h10}");
+}
+
+#[test]
+fn long_request_lines_get_414() {
+    let line = |n: usize| format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(n));
+    assert_eq!(status_of(line(1000).as_bytes()), 200);
+    assert_eq!(status_of(line(1030).as_bytes()), 414, "over --max-request-line (1024 here)");
+    assert_eq!(status_of(format!("GET /{}", "a".repeat(2000)).as_bytes()), 414, "detected before the line ends");
 }

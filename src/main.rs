@@ -16,6 +16,7 @@ fn main() {
         }
         Err(e) => e.exit(),
     };
+    failover::server::raise_nofile_limit();
     let cfg = match Config::from_flags(flags) {
         Ok(cfg) => cfg,
         Err(e) => {

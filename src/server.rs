@@ -134,6 +134,19 @@ fn wait_signal(set: &libc::sigset_t) -> i32 {
     sig
 }
 
+/// Raises the soft open-file limit to the hard one: each proxied connection needs two
+/// descriptors, and the usual soft limit of 1024 is far below what a proxy should hold.
+pub fn raise_nofile_limit() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit read and write `lim`, a valid rlimit owned by this frame.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
 /// Pins the calling thread to core `id` (modulo the cores this process may use).
 #[cfg(target_os = "linux")]
 fn pin_to_core(id: usize) {

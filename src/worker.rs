@@ -6,6 +6,7 @@
 //! HTTP; clients and probes do, and tell it what they need.
 
 use std::io::{self, Read};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,8 @@ const POOL_PER_TARGET: usize = 256;
 const POOL_IDLE: Duration = Duration::from_secs(4);
 /// Timer index of the fast probe of a suspect primary (index 0 is the regular tick).
 const FAST_TICK: usize = 1;
+/// How soon a worker that stopped accepting at `--max-connections` looks again.
+const FULL_RETRY: Duration = Duration::from_millis(50);
 /// Pause before accepting again after the process ran out of file descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -211,6 +214,13 @@ impl Worker {
             t.refresh(side);
         }
         loop {
+            if self.shared.connections.load(Ordering::Relaxed) >= self.cfg.max_connections {
+                // Full: leave new connections in the kernel backlog rather than accept and
+                // starve them; look again when one closes or a moment later.
+                self.accept_paused = true;
+                self.timers.arm(self.now + FULL_RETRY, token::make(Kind::Listener, 0, 0));
+                return;
+            }
             match self.listeners[which].0.accept() {
                 Ok((mut sock, peer)) => {
                     let _ = sock.set_nodelay(true);
@@ -238,6 +248,7 @@ impl Worker {
                     if let Some(at) = c.deadline.set(c.next_deadline(&self.cfg)) {
                         self.timers.arm(at, tok);
                     }
+                    self.shared.connections.fetch_add(1, Ordering::Relaxed);
                     entry.insert(c);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -330,6 +341,13 @@ impl Worker {
         if self.clients.contains(key) {
             let mut c = self.clients.remove(key);
             c.release(&mut self.pool);
+            self.shared.connections.fetch_sub(1, Ordering::Relaxed);
+            if self.accept_paused && !self.draining {
+                self.accept_paused = false;
+                for i in 0..self.listeners.len() {
+                    self.accept(i);
+                }
+            }
         }
     }
 

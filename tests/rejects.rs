@@ -83,12 +83,12 @@ reject!(transfer_encoding_gzip_is_501, b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-
 reject!(http_2_0_is_505, b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505);
 reject!(http_1_2_is_505, b"GET / HTTP/1.2\r\nHost: a\r\n\r\n", 505);
 reject!(
-    head_over_16kb_is_431,
-    [&b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: "[..], &[b'a'; 20_000][..], &b"\r\n\r\n"[..]].concat(),
+    head_over_32kb_is_431,
+    [&b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: "[..], &[b'a'; 40_000][..], &b"\r\n\r\n"[..]].concat(),
     431
 );
 reject!(
-    many_small_headers_over_16kb_is_431,
+    more_than_256_headers_is_431,
     format!("GET / HTTP/1.1\r\nHost: a\r\n{}\r\n", (0..1000).map(|i| format!("X-H{i}: v\r\n")).collect::<String>())
         .into_bytes(),
     431

@@ -1,0 +1,57 @@
+//! Request-head limits and --max-connections.
+
+mod common;
+
+use std::thread;
+
+use common::*;
+
+#[test]
+fn request_head_limits_are_flags() {
+    let primary = Upstream::named("primary");
+    let backup = Upstream::named("backup");
+    let proxy = Proxy::builder(&primary.url(), &backup.url())
+        .set("--max-header-bytes", "2KB")
+        .set("--max-headers", "10")
+        .set("--max-request-line", "256")
+        .start();
+    let long_line = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "x".repeat(300));
+    assert_eq!(exchange(proxy.addr, long_line.as_bytes()).status, 414);
+    let big_head = format!("GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n", "y".repeat(3000));
+    assert_eq!(exchange(proxy.addr, big_head.as_bytes()).status, 431);
+    let many: String = (0..12).map(|i| format!("X-{i}: v\r\n")).collect();
+    let many = format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n");
+    assert_eq!(exchange(proxy.addr, many.as_bytes()).status, 431);
+    assert_eq!(primary.request_count(), 0, "nothing over a limit is forwarded");
+    let fine = format!("GET /{} HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n\r\n", "z".repeat(200));
+    assert_eq!(exchange(proxy.addr, fine.as_bytes()).status, 200);
+}
+
+#[test]
+fn past_max_connections_new_clients_wait_instead_of_failing() {
+    let primary = Upstream::named("primary");
+    let backup = Upstream::named("backup");
+    let proxy = Proxy::builder(&primary.url(), &backup.url())
+        .set("--workers", "1")
+        .set("--max-connections", "2")
+        .set("--check-interval", "10s")
+        .start();
+    // The harness' readiness check may still hold a connection for a moment.
+    thread::sleep(ms(200));
+    let mut a = Client::connect(proxy.addr);
+    a.send(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(a.response().status, 200);
+    let mut b = Client::connect(proxy.addr);
+    b.send(b"GET /b HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(b.response().status, 200);
+
+    // The third connects (kernel backlog) but is not served while two are open.
+    let mut c = Client::connect(proxy.addr);
+    c.send(b"GET /c HTTP/1.1\r\nHost: a\r\n\r\n");
+    c.set_read_timeout(ms(400));
+    assert!(c.try_response(false).is_err(), "served past --max-connections");
+    drop(a);
+    c.set_read_timeout(ms(3000));
+    let r = c.try_response(false).expect("served once a connection closed");
+    assert_eq!(r.status, 200, "{}", r.text());
+}
