@@ -16,10 +16,16 @@ fn fwd() -> Forward<'static> {
 }
 
 fn request(input: &[u8], fwd: &Forward) -> (Result<Option<Request>, Reject>, String) {
+    let (res, out) = request_raw(input, fwd);
+    (res, String::from_utf8_lossy(&out).into_owned())
+}
+
+/// The parse result and the exact bytes that would be forwarded.
+fn request_raw(input: &[u8], fwd: &Forward) -> (Result<Option<Request>, Reject>, Vec<u8>) {
     let mut pool = Pool::new(1);
     let mut out = pool.take();
     let res = parse_request(input, fwd, &mut Writer { buf: &mut out, overflow: false });
-    (res, String::from_utf8_lossy(out.bytes()).into_owned())
+    (res, out.bytes().to_vec())
 }
 
 fn status_of(input: &[u8]) -> u16 {
@@ -178,10 +184,15 @@ fn admin_paths_are_not_forwarded() {
 }
 
 fn response(input: &[u8], req: &Request) -> (Result<Option<Response>, BadResponse>, String) {
+    let (res, out) = response_raw(input, req);
+    (res, String::from_utf8_lossy(&out).into_owned())
+}
+
+fn response_raw(input: &[u8], req: &Request) -> (Result<Option<Response>, BadResponse>, Vec<u8>) {
     let mut pool = Pool::new(1);
     let mut out = pool.take();
     let res = parse_response(input, req, b"", &mut Writer { buf: &mut out, overflow: false });
-    (res, String::from_utf8_lossy(out.bytes()).into_owned())
+    (res, out.bytes().to_vec())
 }
 
 fn get11() -> Request {
@@ -316,4 +327,531 @@ fn long_request_lines_get_414() {
     assert_eq!(status_of(line(1000).as_bytes()), 200);
     assert_eq!(status_of(line(1030).as_bytes()), 414, "over --max-request-line (1024 here)");
     assert_eq!(status_of(format!("GET /{}", "a".repeat(2000)).as_bytes()), 414, "detected before the line ends");
+}
+
+// ------------------------------------------------------------------------------------------
+// Generated tables (RFC 9112 sections 2-7, RFC 9110 5.5-5.6): every byte value in each
+// position that has a grammar, every version, every status code.
+
+/// tchar (RFC 9110 5.6.2): what methods and field names are made of.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// field-vchar, SP or HTAB (RFC 9110 5.5): what a field value may hold.
+fn is_field_byte(b: u8) -> bool {
+    b == b'\t' || b == b' ' || (0x21..=0x7e).contains(&b) || b >= 0x80
+}
+
+fn byte_name(b: u8) -> String {
+    format!("byte 0x{b:02x} {:?}", b as char)
+}
+
+fn show(bytes: &[u8]) -> String {
+    format!("{:?}", String::from_utf8_lossy(bytes))
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn trim_ows(v: &[u8]) -> &[u8] {
+    let start = v.iter().position(|b| !matches!(b, b' ' | b'\t')).unwrap_or(v.len());
+    let end = v.iter().rposition(|b| !matches!(b, b' ' | b'\t')).map_or(start, |e| e + 1);
+    &v[start..end]
+}
+
+#[test]
+fn method_is_any_token_and_nothing_else() {
+    for b in 0..=255u8 {
+        let input = [&[b'G', b, b'T'][..], b" / HTTP/1.1\r\nHost: a\r\n\r\n"].concat();
+        let (res, out) = request_raw(&input, &fwd());
+        if is_tchar(b) {
+            assert!(matches!(res, Ok(Some(_))), "method with {}: {res:?}", byte_name(b));
+            assert!(out.starts_with(&input[..16]), "method with {} forwarded as {}", byte_name(b), show(&out));
+        } else {
+            assert!(res.is_err(), "method with {}: {res:?}", byte_name(b));
+        }
+    }
+    let every = "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let (res, out) = request(format!("{every} / HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes(), &fwd());
+    assert!(matches!(res, Ok(Some(_))) && out.starts_with(&format!("{every} / HTTP/1.1\r\n")), "{out}");
+}
+
+#[test]
+fn request_target_bytes() {
+    let padding = "p".repeat(40);
+    for b in 0..=255u8 {
+        // Short, and past the 32-byte blocks httparse checks with SIMD.
+        for pad in ["", padding.as_str()] {
+            let line = [format!("GET /{pad}a").as_bytes(), &[b], b"b HTTP/1.1\r\n"].concat();
+            let (res, out) = request_raw(&[&line[..], b"Host: a\r\n\r\n"].concat(), &fwd());
+            let case = format!("target with {} after {} bytes", byte_name(b), pad.len() + 2);
+            if b == b'#' {
+                // A fragment is outside RFC 9112's grammar; see tests/smuggling.rs
+                // fragment_in_request_target_is_refused. Refused or forwarded unchanged.
+                assert!(res.is_err() || out.starts_with(&line), "{case}: {res:?} {}", show(&out));
+            } else if (0x21..=0x7e).contains(&b) {
+                assert!(matches!(res, Ok(Some(_))), "{case}: {res:?}");
+                assert!(out.starts_with(&line), "{case}: forwarded as {}", show(&out));
+            } else {
+                // CTLs, SP, DEL, and a byte >= 0x80 that is not part of valid UTF-8.
+                assert!(res.is_err(), "{case}: {res:?}");
+            }
+        }
+    }
+    let utf8 = "GET /caf\u{e9}?q=\u{2713} HTTP/1.1\r\n";
+    let (res, out) = request(format!("{utf8}Host: a\r\n\r\n").as_bytes(), &fwd());
+    assert!(matches!(res, Ok(Some(_))) && out.starts_with(utf8), "UTF-8 passes unchanged: {out}");
+}
+
+#[test]
+fn field_name_bytes() {
+    for b in 0..=255u8 {
+        if b == b':' {
+            continue; // ends the name: another, valid field
+        }
+        let mut names = vec![("middle", vec![b'X', b, b'Y']), ("last", vec![b'X', b])];
+        if b != b'\n' {
+            // A bare LF first would end the head there, which is valid (see bare_lf_line_ends).
+            names.push(("first", vec![b, b'X']));
+        }
+        for (at, name) in names {
+            let field = [&name[..], b": v\r\n"].concat();
+            let (res, out) = request_raw(&[b"GET / HTTP/1.1\r\nHost: a\r\n", &field[..], b"\r\n"].concat(), &fwd());
+            let case = format!("field name with {} {at}", byte_name(b));
+            if is_tchar(b) {
+                assert!(matches!(res, Ok(Some(_))), "{case}: {res:?}");
+                assert!(contains(&out, &field), "{case}: forwarded as {}", show(&out));
+            } else {
+                assert!(matches!(res, Err(Reject::Bad(_))), "{case}: {res:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn field_value_bytes() {
+    let long = "v".repeat(40);
+    for b in 0..=255u8 {
+        let at: [(&str, &str, &str); 4] =
+            [("first", "", "z"), ("middle", "a", "z"), ("last", "a", ""), ("past a SIMD block", &long, &long)];
+        for (pos, before, after) in at {
+            let value = [before.as_bytes(), &[b], after.as_bytes()].concat();
+            let input = [&b"GET / HTTP/1.1\r\nHost: a\r\nX-V: "[..], &value, b"\r\n\r\n"].concat();
+            let (res, out) = request_raw(&input, &fwd());
+            let case = format!("field value with {} {pos}", byte_name(b));
+            if is_field_byte(b) || (b == b'\n' && after.is_empty()) {
+                // (A bare LF last is the line end: the value is "a".)
+                assert!(matches!(res, Ok(Some(_))), "{case}: {res:?}");
+                let value = if b == b'\n' { &value[..1] } else { &value[..] };
+                let line = [&b"\r\nX-V: "[..], trim_ows(value), b"\r\n"].concat();
+                assert!(contains(&out, &line), "{case}: forwarded as {}", show(&out));
+            } else {
+                // CTLs and DEL; a bare CR, or a bare LF that leaves a line without a colon.
+                assert!(matches!(res, Err(Reject::Bad(_))), "{case}: {res:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn host_value_bytes() {
+    // RFC 3986 host (reg-name, IP literal) and port characters.
+    let host_byte = |b: u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:[]%".contains(&b);
+    for b in 0..=255u8 {
+        let input = [&b"GET / HTTP/1.1\r\nHost: a"[..], &[b], b"b\r\n\r\n"].concat();
+        let want = if host_byte(b) { 200 } else { 400 };
+        assert_eq!(status_of(&input), want, "Host with {}", byte_name(b));
+    }
+    for (host, want) in [("", 200), ("a:80", 200), ("[::1]:8080", 200), ("xn--nxa.example", 200), ("a b", 400)] {
+        let input = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        assert_eq!(status_of(input.as_bytes()), want, "Host {host:?}");
+    }
+}
+
+fn request_framing(input: &[u8]) -> Result<Framing, u16> {
+    match request(input, &fwd()).0 {
+        Ok(Some(r)) => Ok(r.framing),
+        Ok(None) => Err(0),
+        Err(r) => Err(r.status()),
+    }
+}
+
+#[test]
+fn content_length_values() {
+    let cases: &[(&str, Result<Framing, u16>)] = &[
+        ("0", Ok(Framing::Length(0))),
+        ("00", Ok(Framing::Length(0))),
+        ("005", Ok(Framing::Length(5))),
+        ("1000", Ok(Framing::Length(1000))),
+        (" 7 ", Ok(Framing::Length(7))),
+        ("\t7\t", Ok(Framing::Length(7))),
+        ("0000000000000000001", Ok(Framing::Length(1))),
+        // Over 19 digits is refused even with leading zeros: stricter than RFC 9110 8.6, never
+        // ambiguous.
+        ("00000000000000000001", Err(400)),
+        ("1001", Err(413)),
+        ("9999999999999999999", Err(413)),
+        ("18446744073709551615", Err(400)),
+        ("18446744073709551616", Err(400)),
+        ("", Err(400)),
+        ("+5", Err(400)),
+        ("-5", Err(400)),
+        ("-0", Err(400)),
+        ("5 5", Err(400)),
+        ("5,5", Err(400)),
+        ("5, 5", Err(400)),
+        ("5,", Err(400)),
+        (",5", Err(400)),
+        ("0x5", Err(400)),
+        ("5.0", Err(400)),
+        ("5e0", Err(400)),
+        ("five", Err(400)),
+        ("1_000", Err(400)),
+        ("\"5\"", Err(400)),
+        ("5;", Err(400)),
+        ("\u{665}", Err(400)),
+        ("\u{ff15}", Err(400)),
+    ];
+    for (v, want) in cases {
+        let input = format!("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: {v}\r\n\r\n");
+        assert_eq!(request_framing(input.as_bytes()), *want, "Content-Length {v:?}");
+    }
+    for b in 0..=255u8 {
+        for (at, value) in [("before", [b, b'5']), ("after", [b'5', b])] {
+            let input = [&b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: "[..], &value, b"\r\n\r\n"].concat();
+            let want = match b {
+                b'0'..=b'9' => Ok(Framing::Length(std::str::from_utf8(&value).unwrap().parse().unwrap())),
+                b' ' | b'\t' => Ok(Framing::Length(5)),
+                // A bare LF ends the field line (then the head) right after "5".
+                b'\n' if at == "after" => Ok(Framing::Length(5)),
+                _ => Err(400),
+            };
+            assert_eq!(request_framing(&input), want, "Content-Length with {} {at}", byte_name(b));
+        }
+    }
+}
+
+#[test]
+fn transfer_encoding_values() {
+    let cases: &[(&str, Result<Framing, u16>)] = &[
+        ("chunked", Ok(Framing::Chunked)),
+        ("CHUNKED", Ok(Framing::Chunked)),
+        ("Chunked", Ok(Framing::Chunked)),
+        (" chunked \t", Ok(Framing::Chunked)),
+        ("gzip", Err(501)),
+        ("deflate", Err(501)),
+        ("compress", Err(501)),
+        ("identity", Err(501)),
+        ("x-chunked", Err(501)),
+        ("xchunked", Err(501)),
+        ("chunkedx", Err(501)),
+        ("chunked;q=1", Err(501)),
+        ("chunked ;", Err(501)),
+        ("\"chunked\"", Err(501)),
+        ("chunked\u{a0}", Err(501)),
+        ("gzip, chunked", Err(501)),
+        ("chunked, gzip", Err(501)),
+        ("chunked, identity", Err(501)),
+        ("", Err(400)),
+        (",", Err(400)),
+        (", chunked", Err(400)),
+        ("chunked,", Err(400)),
+        ("chunked,,", Err(400)),
+        ("chunked, chunked", Err(400)),
+        ("chunked,chunked", Err(400)),
+    ];
+    for (v, want) in cases {
+        let input = format!("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: {v}\r\n\r\n");
+        assert_eq!(request_framing(input.as_bytes()), *want, "Transfer-Encoding {v:?}");
+    }
+}
+
+#[test]
+fn framing_header_combinations() {
+    // RFC 9112 6.1-6.3: TE and CL together, repeats, and TE in HTTP/1.0 are refused whatever
+    // the order, the case of the names and the method.
+    let te = ["Transfer-Encoding: chunked", "transfer-encoding: chunked", "TRANSFER-ENCODING: chunked"];
+    let cl = ["Content-Length: 3", "content-length: 3", "CONTENT-LENGTH: 3"];
+    for method in ["GET", "POST", "PUT", "DELETE", "OPTIONS"] {
+        for (t, c) in te.iter().flat_map(|t| cl.iter().map(move |c| (t, c))) {
+            for fields in [format!("{t}\r\n{c}"), format!("{c}\r\n{t}"), format!("{t}\r\n{t}"), format!("{c}\r\n{c}")] {
+                let input = format!("{method} / HTTP/1.1\r\nHost: a\r\n{fields}\r\n\r\n");
+                assert_eq!(request_framing(input.as_bytes()), Err(400), "{input:?}");
+            }
+            let input = format!("{method} / HTTP/1.0\r\n{t}\r\n\r\n");
+            assert_eq!(request_framing(input.as_bytes()), Err(400), "{input:?}");
+            let input = format!("{method} / HTTP/1.1\r\nHost: a\r\n{t}\r\n\r\n");
+            assert_eq!(request_framing(input.as_bytes()), Ok(Framing::Chunked), "{input:?}");
+            let input = format!("{method} / HTTP/1.0\r\n{c}\r\n\r\n");
+            assert_eq!(request_framing(input.as_bytes()), Ok(Framing::Length(3)), "{input:?}");
+        }
+        let input = format!("{method} / HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(request_framing(input.as_bytes()), Ok(Framing::None), "{input:?}");
+    }
+}
+
+#[test]
+fn every_version() {
+    for major in 0..=9 {
+        for minor in 0..=9 {
+            let input = format!("GET / HTTP/{major}.{minor}\r\nHost: a\r\n\r\n");
+            let want = if major == 1 && minor <= 1 { 200 } else { 505 };
+            assert_eq!(status_of(input.as_bytes()), want, "HTTP/{major}.{minor}");
+        }
+    }
+    let cases: &[(&str, u16)] = &[
+        ("http/1.1", 505),
+        ("HTTP/1", 505),
+        ("HTTP/01.1", 505),
+        ("HTTP /1.1", 505),
+        ("HTTPS/1.1", 505),
+        ("HTTP/1.1.1", 400),
+        ("HTTP/1.10", 400),
+        ("HTTP/1.1 ", 400),
+        ("HTTP/1.1\t", 400),
+        ("HTTP/1.1\x00", 400),
+        ("HTTP/1.1\r", 400),
+        (" HTTP/1.1", 505),
+        ("", 505),
+    ];
+    for (v, want) in cases {
+        let input = format!("GET / {v}\r\nHost: a\r\n\r\n");
+        assert_eq!(status_of(input.as_bytes()), *want, "version {v:?}");
+    }
+}
+
+#[test]
+fn request_line_shapes() {
+    let cases: &[(&str, u16)] = &[
+        ("GET / HTTP/1.1", 200),
+        ("GET /a/b?c=d&e HTTP/1.1", 200),
+        ("GET //a HTTP/1.1", 200),
+        ("GET http://a/ HTTP/1.1", 200),
+        ("GET HTTPS://a:8443/x HTTP/1.1", 200),
+        ("OPTIONS * HTTP/1.1", 200),
+        ("PATCH / HTTP/1.1", 200),
+        ("get / HTTP/1.1", 200),
+        ("GET\t/ HTTP/1.1", 400),
+        ("GET /\tHTTP/1.1", 400),
+        (" GET / HTTP/1.1", 400),
+        ("GET", 400),
+        ("GET /", 400),
+        ("GET  HTTP/1.1", 400),
+        ("/ HTTP/1.1", 400),
+        ("GET * HTTP/1.1", 400),
+        ("HEAD * HTTP/1.1", 400),
+        ("OPTIONS *x HTTP/1.1", 400),
+        ("GET a HTTP/1.1", 400),
+        ("GET ? HTTP/1.1", 400),
+        ("GET ftp://a/ HTTP/1.1", 400),
+        ("GET ws://a/ HTTP/1.1", 400),
+        ("GET http:a HTTP/1.1", 400),
+        ("GET //a HTTP/1.2", 505),
+        ("CONNECT a:443 HTTP/1.1", 501),
+        ("CONNECT / HTTP/1.1", 501),
+        ("PRI * HTTP/2.0", 505),
+    ];
+    for (line, want) in cases {
+        let input = format!("{line}\r\nHost: a\r\n\r\n");
+        assert_eq!(status_of(input.as_bytes()), *want, "request line {line:?}");
+    }
+}
+
+#[test]
+fn bare_lf_line_ends() {
+    // RFC 9112 2.2 lets a recipient accept LF alone; what is forwarded has CRLF only.
+    let cases: &[&[u8]] = &[
+        b"GET / HTTP/1.1\nHost: a\n\n",
+        b"GET / HTTP/1.1\r\nHost: a\nX: 1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\n\n",
+        b"\nGET / HTTP/1.1\nHost: a\n\n",
+        b"POST / HTTP/1.1\nHost: a\nContent-Length: 2\n\nok",
+    ];
+    for input in cases {
+        let (res, out) = request_raw(input, &fwd());
+        let req = res.unwrap_or_else(|e| panic!("{}: {e:?}", show(input))).expect("complete");
+        assert_eq!(&input[req.head_len..], if input.ends_with(b"ok") { &b"ok"[..] } else { b"" }, "{}", show(input));
+        let bare = out.iter().enumerate().any(|(i, &b)| b == b'\n' && (i == 0 || out[i - 1] != b'\r'));
+        assert!(!bare, "{} forwarded as {}", show(input), show(&out));
+    }
+    let refused: &[&[u8]] = &[
+        b"GET / HTTP/1.1\rHost: a\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\n\r\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\nContent-Length: 3\r\n\r\n",
+    ];
+    for input in refused {
+        assert_eq!(status_of(input), 400, "{}", show(input));
+    }
+}
+
+#[test]
+fn keep_alive_by_version_and_connection() {
+    // RFC 9112 9.3: 1.1 persists unless "close"; 1.0 only with "keep-alive".
+    let options =
+        ["", "close", "CLOSE", " close ", "keep-alive", "Keep-Alive", "close, keep-alive", "keep-alive, x-a", "x-a"];
+    for minor in [0, 1] {
+        for opt in options {
+            let conn = if opt.is_empty() { String::new() } else { format!("Connection: {opt}\r\n") };
+            let input = format!("GET / HTTP/1.{minor}\r\nHost: a\r\n{conn}\r\n");
+            let req = request(input.as_bytes(), &fwd()).0.unwrap().unwrap();
+            let list: Vec<String> = opt.split(',').map(|t| t.trim().to_ascii_lowercase()).collect();
+            let want = !list.iter().any(|t| t == "close") && (minor == 1 || list.iter().any(|t| t == "keep-alive"));
+            assert_eq!(req.keep_alive, want, "{input:?}");
+        }
+    }
+}
+
+fn head_req() -> Request {
+    Request { is_head: true, ..get11() }
+}
+
+fn upgrade_req() -> Request {
+    Request { upgrade: true, ..get11() }
+}
+
+fn response_framing(input: &[u8], req: &Request) -> Result<Framing, BadResponse> {
+    response(input, req).0.map(|r| r.expect("complete").framing)
+}
+
+#[test]
+fn every_status_code() {
+    // RFC 9112 4 and 6.3: three digits; 1xx, 204 and 304 (and any answer to HEAD) have no
+    // body; 101 only answers an upgrade.
+    for code in 0..=999u16 {
+        let input = format!("HTTP/1.1 {code:03} R\r\nContent-Length: 3\r\n\r\nabc");
+        for (label, req) in [("GET", get11()), ("HEAD", head_req()), ("upgrade", upgrade_req())] {
+            let want = match code {
+                0..=99 => Err(()),
+                101 if !req.upgrade => Err(()),
+                100..=199 | 204 | 304 => Ok(Framing::None),
+                _ if req.is_head => Ok(Framing::None),
+                _ => Ok(Framing::Length(3)),
+            };
+            let (res, out) = response_raw(input.as_bytes(), &req);
+            let got = res.map(|r| r.unwrap().framing).map_err(|_| ());
+            assert_eq!(got, want, "status {code:03} to {label}");
+            if want.is_ok() {
+                let line = format!("HTTP/1.1 {code:03} R\r\n");
+                assert!(out.starts_with(line.as_bytes()), "status {code:03} to {label}: {}", show(&out));
+            }
+        }
+    }
+    for line in
+        ["HTTP/1.1 20 OK", "HTTP/1.1 2000 OK", "HTTP/1.1 OK", "HTTP/1.1 \r", "HTTP/1.1 2x0 OK", "HTTP/1.1  200 OK"]
+    {
+        let input = format!("{line}\r\nContent-Length: 0\r\n\r\n");
+        assert!(response(input.as_bytes(), &get11()).0.is_err(), "status line {line:?}");
+    }
+}
+
+#[test]
+fn response_versions() {
+    let cases: &[(&str, bool)] = &[
+        ("HTTP/1.1 200 OK", true),
+        ("HTTP/1.0 200 OK", true),
+        ("HTTP/1.1 200", true),
+        ("HTTP/1.1 200 ", true),
+        ("HTTP/2 200", false),
+        ("HTTP/2.0 200 OK", false),
+        ("HTTP/0.9 200 OK", false),
+        ("HTTP/1.2 200 OK", false),
+        ("http/1.1 200 OK", false),
+        ("ICY 200 OK", false),
+        ("HTTP/1.1\t200 OK", false),
+    ];
+    for (line, ok) in cases {
+        let input = format!("{line}\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(response(input.as_bytes(), &get11()).0.is_ok(), *ok, "status line {line:?}");
+    }
+}
+
+#[test]
+fn response_framing_matrix() {
+    // RFC 9112 6.3, in order: no body for HEAD, 1xx, 204, 304; TE with CL, two CLs or an
+    // invalid CL are errors; chunked last means chunked; other TE means until close; then
+    // Content-Length; else until close. Persistence (9.3): never after until-close.
+    let fields: &[(&str, Result<Framing, ()>)] = &[
+        ("", Ok(Framing::UntilClose)),
+        ("Content-Length: 7\r\n", Ok(Framing::Length(7))),
+        ("Content-Length: 0\r\n", Ok(Framing::Length(0))),
+        ("Transfer-Encoding: chunked\r\n", Ok(Framing::Chunked)),
+        ("Transfer-Encoding: gzip, chunked\r\n", Ok(Framing::Chunked)),
+        ("Transfer-Encoding: chunked, gzip\r\n", Ok(Framing::UntilClose)),
+        ("Transfer-Encoding: gzip\r\n", Ok(Framing::UntilClose)),
+        ("Content-Length: 7\r\nTransfer-Encoding: chunked\r\n", Err(())),
+        ("Transfer-Encoding: chunked\r\nContent-Length: 7\r\n", Err(())),
+        ("Content-Length: 7\r\nContent-Length: 7\r\n", Err(())),
+        ("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", Err(())),
+        ("Content-Length: 7, 7\r\n", Err(())),
+        ("Content-Length: -7\r\n", Err(())),
+    ];
+    for status in [100, 200, 204, 206, 301, 304, 404, 500, 503] {
+        for (f, body_framing) in fields {
+            for is_head in [false, true] {
+                for minor in [0, 1] {
+                    let req = Request { is_head, minor, keep_alive: minor == 1, ..get11() };
+                    let input = format!("HTTP/1.1 {status} R\r\n{f}\r\n");
+                    let case =
+                        format!("{status} with {f:?} to {} HTTP/1.{minor}", if is_head { "HEAD" } else { "GET" });
+                    let bodiless = is_head || (100..200).contains(&status) || status == 204 || status == 304;
+                    let want = body_framing.map(|b| if bodiless { Framing::None } else { b });
+                    let got = response(input.as_bytes(), &req).0.map(|r| r.unwrap());
+                    assert_eq!(got.map(|r| r.framing).map_err(|_| ()), want, "{case}");
+                    let (Ok(r), Ok(framing)) = (got, want) else { continue };
+                    let dechunk = framing == Framing::Chunked && minor == 0;
+                    assert_eq!(r.dechunk, dechunk, "{case}: dechunk");
+                    assert_eq!(r.reusable, minor == 1 && framing != Framing::UntilClose, "{case}: reusable");
+                    assert_eq!(r.keep_alive, minor == 1 && framing != Framing::UntilClose, "{case}: keep-alive");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn response_head_bytes() {
+    let ok = |input: &[u8]| response(input, &get11()).0.is_ok();
+    for b in 0..=255u8 {
+        if b != b':' && b != b'\n' {
+            let input = [&b"HTTP/1.1 200 OK\r\nX"[..], &[b], b"Y: v\r\nContent-Length: 0\r\n\r\n"].concat();
+            assert_eq!(ok(&input), is_tchar(b), "response field name with {}", byte_name(b));
+        }
+        let input = [&b"HTTP/1.1 200 OK\r\nX: a"[..], &[b], b"b\r\nContent-Length: 0\r\n\r\n"].concat();
+        assert_eq!(ok(&input), is_field_byte(b), "response field value with {}", byte_name(b));
+        if b != b'\n' {
+            // reason-phrase = *( HTAB / SP / VCHAR / obs-text ); a bare LF ends the line.
+            let input = [&b"HTTP/1.1 200 O"[..], &[b], b"K\r\nContent-Length: 0\r\n\r\n"].concat();
+            assert_eq!(ok(&input), is_field_byte(b), "reason phrase with {}", byte_name(b));
+        }
+    }
+}
+
+#[test]
+fn response_content_length_bytes() {
+    for b in 0..=255u8 {
+        let input = [&b"HTTP/1.1 200 OK\r\nContent-Length: 2"[..], &[b], b"\r\n\r\n"].concat();
+        let want = match b {
+            b'0'..=b'9' => Ok(Framing::Length(20 + u64::from(b - b'0'))),
+            b' ' | b'\t' | b'\n' => Ok(Framing::Length(2)),
+            _ => Err(()),
+        };
+        assert_eq!(response_framing(&input, &get11()).map_err(|_| ()), want, "Content-Length with {}", byte_name(b));
+    }
+}
+
+#[test]
+fn too_many_or_too_large_response_heads_are_refused() {
+    for n in [MAX_HEADERS - 1, MAX_HEADERS, MAX_HEADERS + 1, 1000] {
+        let many: String = (0..n).map(|i| format!("X-{i}: v\r\n")).collect();
+        let input = format!("HTTP/1.1 200 OK\r\n{many}\r\n");
+        assert_eq!(response(input.as_bytes(), &get11()).0.is_ok(), n <= MAX_HEADERS, "{n} response headers");
+    }
+    let mut big = b"HTTP/1.1 200 OK\r\nX-Big: ".to_vec();
+    big.resize(MAX_HEAD, b'a');
+    assert!(response(&big, &get11()).0.is_err(), "an unfinished head as large as a buffer");
+    big.truncate(MAX_HEAD - 1);
+    assert!(matches!(response(&big, &get11()).0, Ok(None)), "one byte less may still end");
 }
