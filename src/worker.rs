@@ -118,7 +118,9 @@ impl Worker {
             uplinks: Slab::with_capacity(256),
             probes: Slab::with_capacity(4),
             idle: IdlePool::new(POOL_PER_TARGET),
-            pool: Pool::new(4096),
+            // Free buffers kept for reuse (16 MiB at 32 KiB each); past that they go back to
+            // the allocator, so a burst of connections does not pin its memory for good.
+            pool: Pool::new(512),
             timers: Timers::new(),
             route,
             epoch,
