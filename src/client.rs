@@ -153,6 +153,8 @@ pub struct Client {
     failed_over: bool,
     /// The process is stopping: close after the exchange in flight.
     draining: bool,
+    /// How far `cin` was searched for the end of a request head without finding it.
+    head_scan: usize,
 }
 
 const NO_REQUEST: Request = Request {
@@ -204,6 +206,7 @@ impl Client {
             skip: None,
             failed_over: false,
             draining: false,
+            head_scan: 0,
         }
     }
 
@@ -391,6 +394,18 @@ impl Client {
                 (false, _) => Pass::Moved,
             };
         }
+        // Parse only once the head can be complete (or is already too long to be valid):
+        // a head trickling in byte by byte is searched once, not parsed on every read.
+        if let Some(cin) = self.cin.as_ref() {
+            let bytes = cin.bytes();
+            let from = self.head_scan.saturating_sub(3).min(bytes.len());
+            let ended = bytes[from..].windows(2).any(|w| w == b"\n\n" || w == b"\n\r");
+            let limits = cx.cfg.limits;
+            if !ended && bytes.len() <= limits.line && bytes.len() < limits.head && !self.client_eof {
+                self.head_scan = bytes.len();
+                return if read > 0 { Pass::Moved } else { Pass::Idle };
+            }
+        }
         let upstream = match cx.route.active {
             Target::Primary => &cx.cfg.primary,
             Target::Backup => &cx.cfg.backup,
@@ -420,6 +435,7 @@ impl Client {
         if let Some(b) = self.cin.as_mut() {
             b.consume(req.head_len);
         }
+        self.head_scan = 0;
         let mut req = req;
         req.keep_alive &= !self.draining;
         if let Some(admin) = req.admin {

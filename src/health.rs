@@ -109,6 +109,9 @@ pub struct Shared {
     stopping: std::sync::atomic::AtomicBool,
     /// Client connections open in the process (for `--max-connections`).
     pub connections: std::sync::atomic::AtomicUsize,
+    /// The configuration published by SIGHUP, and how many times it changed.
+    config: Mutex<Option<Arc<Config>>>,
+    config_epoch: AtomicU64,
     wakers: Mutex<Vec<Arc<mio::Waker>>>,
 }
 
@@ -145,6 +148,8 @@ impl Shared {
             base: Instant::now(),
             stopping: std::sync::atomic::AtomicBool::new(false),
             connections: std::sync::atomic::AtomicUsize::new(0),
+            config: Mutex::new(None),
+            config_epoch: AtomicU64::new(0),
             wakers: Mutex::new(Vec::new()),
         }
     }
@@ -156,6 +161,23 @@ impl Shared {
 
     pub fn add_waker(&self, w: Arc<mio::Waker>) {
         self.wakers.lock().unwrap_or_else(|p| p.into_inner()).push(w);
+    }
+
+    /// Hands a reloaded configuration to every worker.
+    pub fn publish_config(&self, cfg: Arc<Config>) {
+        *self.config.lock().unwrap_or_else(|p| p.into_inner()) = Some(cfg);
+        self.config_epoch.fetch_add(1, Ordering::AcqRel);
+        self.wake_all();
+    }
+
+    /// The newest reloaded configuration if it is newer than `seen` (with its epoch).
+    pub fn config_since(&self, seen: u64) -> Option<(u64, Arc<Config>)> {
+        let epoch = self.config_epoch.load(Ordering::Acquire);
+        if epoch == seen {
+            return None;
+        }
+        let cfg = self.config.lock().unwrap_or_else(|p| p.into_inner()).clone()?;
+        Some((epoch, cfg))
     }
 
     /// Asks every worker to stop accepting and drain.

@@ -25,7 +25,12 @@ fn main() {
         }
     };
     failover::logging::init(cfg.json_logs);
-    if let Err(e) = failover::server::run(cfg) {
+    // SIGHUP: the same flags, the config file read again.
+    let reload = || match Flags::try_parse() {
+        Ok(flags) => Config::from_flags(flags).map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string().lines().next().unwrap_or("invalid arguments").to_string()),
+    };
+    if let Err(e) = failover::server::run(cfg, reload) {
         log::error!("{e}");
         std::process::exit(1);
     }

@@ -26,12 +26,14 @@ pub fn bind(addr: SocketAddr) -> io::Result<mio::net::TcpListener> {
     Ok(mio::net::TcpListener::from_std(sock.into()))
 }
 
-/// Runs the proxy until SIGTERM or SIGINT.
-pub fn run(cfg: Config) -> io::Result<()> {
+/// Runs the proxy until SIGTERM or SIGINT. On SIGHUP, `reload` builds the configuration
+/// again (flags and file); a valid one is handed to the workers, an invalid one is logged
+/// and ignored.
+pub fn run(cfg: Config, reload: impl Fn() -> Result<Config, String>) -> io::Result<()> {
     // Workers inherit this mask: signals reach only the thread waiting for them below, which
     // also makes the proxy stop on SIGTERM when it runs as PID 1 in a container.
     let signals = block_signals();
-    let cfg = Arc::new(cfg);
+    let mut cfg = Arc::new(cfg);
     let shared = Arc::new(Shared::new());
     let start = Instant::now();
     let listen =
@@ -80,12 +82,18 @@ pub fn run(cfg: Config) -> io::Result<()> {
     }
     loop {
         match wait_signal(&signals) {
-            libc::SIGHUP => match cfg.tls.as_ref() {
-                Some(tls) => match tls.reload() {
-                    Ok(()) => log::info!("SIGHUP: listener certificate reloaded"),
-                    Err(e) => log::error!("SIGHUP: certificate not reloaded, keeping the old one: {e}"),
-                },
-                None => log::info!("SIGHUP received: nothing to reload (configuration reload comes later)"),
+            libc::SIGHUP => match reload() {
+                Ok(mut new) => {
+                    keep_fixed_settings(&cfg, &mut new);
+                    cfg = Arc::new(new);
+                    shared.publish_config(cfg.clone());
+                    log::info!(
+                        "SIGHUP: configuration reloaded (primary={} backup={}); new requests use it",
+                        cfg.primary,
+                        cfg.backup
+                    );
+                }
+                Err(e) => log::error!("SIGHUP: configuration not reloaded, keeping the old one: {e}"),
             },
             sig => {
                 log::info!(
@@ -105,6 +113,28 @@ pub fn run(cfg: Config) -> io::Result<()> {
                 return Ok(());
             }
         }
+    }
+}
+
+/// Settings a running process cannot change (its sockets and threads exist already): the
+/// old values stay, with a warning if the new configuration asked for others.
+fn keep_fixed_settings(old: &Config, new: &mut Config) {
+    let changed = |what: &str, differs: bool| {
+        if differs {
+            log::warn!("SIGHUP: {what} cannot change without a restart; keeping the old value");
+        }
+    };
+    changed("listen", old.listen != new.listen);
+    changed("listen_http", old.listen_http != new.listen_http);
+    changed("workers", old.workers != new.workers);
+    changed("tls_cert/tls_key (on or off)", old.tls.is_some() != new.tls.is_some());
+    new.listen = old.listen;
+    new.listen_http = old.listen_http;
+    new.workers = old.workers;
+    new.pin_cores = old.pin_cores;
+    new.json_logs = old.json_logs;
+    if new.tls.is_some() != old.tls.is_some() {
+        new.tls = old.tls.clone();
     }
 }
 

@@ -81,6 +81,8 @@ pub struct Worker {
     fast_armed: bool,
     /// Stopping: no more accepts; the loop ends when the last client is gone.
     draining: bool,
+    /// Which reloaded configuration this worker runs.
+    config_epoch: u64,
 }
 
 impl Worker {
@@ -116,7 +118,9 @@ impl Worker {
             uplinks: Slab::with_capacity(256),
             probes: Slab::with_capacity(4),
             idle: IdlePool::new(POOL_PER_TARGET),
-            pool: Pool::new(4096),
+            // Free buffers kept for reuse (16 MiB at 32 KiB each); past that they go back to
+            // the allocator, so a burst of connections does not pin its memory for good.
+            pool: Pool::new(512),
             timers: Timers::new(),
             route,
             epoch,
@@ -129,6 +133,7 @@ impl Worker {
             signals: Signals::default(),
             fast_armed: false,
             draining: false,
+            config_epoch: 0,
         };
         w.next_tick = start + w.cfg.check_interval * id as u32;
         w.timers.arm(w.next_tick, token::make(Kind::Tick, 0, 0));
@@ -158,6 +163,10 @@ impl Worker {
                 match kind {
                     Kind::Listener => self.accept(index),
                     Kind::Waker => {
+                        if let Some((epoch, cfg)) = self.shared.config_since(self.config_epoch) {
+                            self.config_epoch = epoch;
+                            self.apply_config(cfg);
+                        }
                         if self.shared.stopping() && !self.draining {
                             self.begin_drain();
                         }
@@ -262,6 +271,23 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Switches to a reloaded configuration: new requests, probes and timeouts use it; idle
+    /// pooled connections to an upstream whose URL changed are closed; requests in flight
+    /// finish on the connections they have.
+    fn apply_config(&mut self, cfg: Arc<Config>) {
+        for target in [Target::Primary, Target::Backup] {
+            let (old, new) = (self.cfg.upstream(target), cfg.upstream(target));
+            if old.url != new.url || old.addr != new.addr {
+                while let Some(u) = self.idle.take(target) {
+                    self.uplinks.remove(u);
+                }
+            }
+        }
+        self.probe_requests = [probe_request(&cfg, Target::Primary), probe_request(&cfg, Target::Backup)];
+        self.tls_side = cfg.tls.as_ref().map(|t| t.side());
+        self.cfg = cfg;
     }
 
     /// Stops accepting (a new process may take the port over with SO_REUSEPORT), closes
