@@ -43,7 +43,9 @@ enum State {
     SizeStart,
     /// Reading hex digits.
     Size,
-    /// After the size: optional whitespace and extensions until CR.
+    /// Whitespace after the size digits.
+    SizeWs,
+    /// After `;`: extensions until CR.
     Ext,
     /// Inside a quoted extension value.
     ExtQuoted,
@@ -181,10 +183,23 @@ impl Chunked {
                     return Err(ChunkError::BadSize);
                 } else if b == b'\r' {
                     SizeLf
-                } else if b == b';' || b == b' ' || b == b'\t' {
+                } else if b == b';' {
                     Ext
+                } else if b == b' ' || b == b'\t' {
+                    SizeWs
                 } else {
                     return Err(ChunkError::BadSize);
+                }
+            }
+            // Only whitespace, then `;` or the end of the line, may follow the size: "5 5"
+            // must not reach a next hop that might read it as 0x55.
+            SizeWs => {
+                self.line_byte()?;
+                match b {
+                    b' ' | b'\t' => SizeWs,
+                    b';' => Ext,
+                    b'\r' => SizeLf,
+                    _ => return Err(ChunkError::BadSize),
                 }
             }
             Ext => {

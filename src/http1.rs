@@ -183,9 +183,12 @@ fn list_has(v: &[u8], token: &str) -> bool {
     list(v).any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
 }
 
-/// Headers a `Connection` option must never strip: removing them would change framing.
+/// Headers a `Connection` option must never strip: removing them would change framing or
+/// hide the client's address from the upstream.
 fn protected(name: &[u8]) -> bool {
-    [&b"host"[..], b"content-length", b"transfer-encoding"].iter().any(|p| name.eq_ignore_ascii_case(p))
+    [&b"host"[..], b"content-length", b"transfer-encoding", b"x-forwarded-for"]
+        .iter()
+        .any(|p| name.eq_ignore_ascii_case(p))
 }
 
 /// Whether `name` is listed in any `Connection` header of `headers`.
@@ -240,6 +243,7 @@ pub fn parse_request(input: &[u8], fwd: &Forward, out: &mut Writer) -> Result<Op
 
     // Framing and the connection-level facts.
     let (mut hosts, mut lengths, mut encodings) = (0, 0, 0);
+    let mut host_value: &[u8] = &[];
     let mut length = None;
     let mut chunked = false;
     let (mut close, mut keep_alive_opt, mut upgrade_opt, mut has_upgrade) = (false, false, false, false);
@@ -264,6 +268,7 @@ pub fn parse_request(input: &[u8], fwd: &Forward, out: &mut Writer) -> Result<Op
         }
         if *kind == Name::Host {
             hosts += 1;
+            host_value = trim(v);
             if !valid_host(trim(v)) {
                 return Err(Reject::Bad("invalid Host header"));
             }
@@ -339,16 +344,30 @@ pub fn parse_request(input: &[u8], fwd: &Forward, out: &mut Writer) -> Result<Op
         return Err(Reject::NotImplemented("CONNECT is not supported by a reverse proxy"));
     }
     // The request target: origin-form, `*` for OPTIONS, or absolute-form (reduced to origin-form).
-    let target = if path.starts_with('/') || (path == "*" && method == "OPTIONS") {
-        path
+    if path.contains('#') {
+        return Err(Reject::Bad("a fragment is not allowed in the request target"));
+    }
+    // `slash`: the target needs a leading "/" (absolute-form with a query and no path).
+    let (target, slash) = if path.starts_with('/') || (path == "*" && method == "OPTIONS") {
+        (path, false)
     } else if let Some(rest) = strip_scheme(path) {
-        match rest.find('/') {
-            Some(i) => &rest[i..],
-            None => "/",
+        let end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let authority = &rest[..end];
+        // RFC 9112 3.2.2: the target's authority wins over Host; one that disagrees is
+        // ambiguous between hops, so it is refused.
+        if authority.is_empty() || (hosts == 1 && !host_value.eq_ignore_ascii_case(authority.as_bytes())) {
+            return Err(Reject::Bad("Host does not match the absolute-form request target"));
+        }
+        match &rest[end..] {
+            "" => ("/", false),
+            t => (t, t.starts_with('?')),
         }
     } else {
         return Err(Reject::Bad("invalid request target"));
     };
+    if !fwd.prefix.is_empty() && has_dot_segment(target) {
+        return Err(Reject::Bad("dot-segments are not allowed under an upstream path prefix"));
+    }
 
     let keep_alive = !close && (minor == 1 || keep_alive_opt);
     let upgrade = upgrade_opt && has_upgrade && minor == 1;
@@ -380,6 +399,9 @@ pub fn parse_request(input: &[u8], fwd: &Forward, out: &mut Writer) -> Result<Op
     out.put(b" ");
     if target != "*" {
         out.put(fwd.prefix.as_bytes());
+    }
+    if slash {
+        out.put(b"/");
     }
     out.put(target.as_bytes());
     out.put(if minor == 1 { b" HTTP/1.1\r\n" } else { b" HTTP/1.0\r\n" });
@@ -517,6 +539,22 @@ fn strip_name<'a>(line: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
     } else {
         None
     }
+}
+
+/// Whether the path's `..` segments (also percent-encoded) climb above its root, which
+/// would lead out of an upstream's path prefix once the upstream normalises it.
+fn has_dot_segment(target: &str) -> bool {
+    let path = target.split('?').next().unwrap_or("");
+    let mut depth = 0usize;
+    for seg in path.split('/').skip(1) {
+        match seg.to_ascii_lowercase().replace("%2e", ".").as_str() {
+            ".." if depth == 0 => return true,
+            ".." => depth -= 1,
+            "" | "." => {}
+            _ => depth += 1,
+        }
+    }
+    false
 }
 
 fn memchr_lf(b: &[u8]) -> Option<usize> {

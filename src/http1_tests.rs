@@ -150,8 +150,16 @@ fn prefix_absolute_form_and_upgrade() {
     let f = Forward { prefix: "/api", ..fwd() };
     let (_, out) = request(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n", &f);
     assert!(out.starts_with("GET /api/x HTTP/1.1\r\n"), "{out}");
-    let (_, out) = request(b"GET http://a:8/y?z HTTP/1.1\r\nHost: a\r\n\r\n", &f);
+    let (_, out) = request(b"GET http://a:8/y?z HTTP/1.1\r\nHost: a:8\r\n\r\n", &f);
     assert!(out.starts_with("GET /api/y?z HTTP/1.1\r\n"), "{out}");
+    let (res, _) = request(b"GET http://a:8/y HTTP/1.1\r\nHost: a\r\n\r\n", &f);
+    assert_eq!(res.map_err(Reject::status), Err(400), "absolute-form authority differs from Host");
+    let (res, _) = request(b"GET /v1/../../etc HTTP/1.1\r\nHost: a\r\n\r\n", &f);
+    assert_eq!(res.map_err(Reject::status), Err(400), "dot-segments could climb out of the prefix");
+    let (res, _) = request(b"GET /%2E%2e/x HTTP/1.1\r\nHost: a\r\n\r\n", &f);
+    assert_eq!(res.map_err(Reject::status), Err(400), "encoded dot-segments too");
+    let (res, _) = request(b"GET /a/b/../c HTTP/1.1\r\nHost: a\r\n\r\n", &f);
+    assert!(matches!(res, Ok(Some(_))), "dot-segments that stay under the root are fine");
     let (_, out) = request(b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", &f);
     assert!(out.starts_with("OPTIONS * HTTP/1.1\r\n"), "{out}");
     let (res, out) = request(
@@ -629,7 +637,7 @@ fn request_line_shapes() {
         ("GET /a/b?c=d&e HTTP/1.1", 200),
         ("GET //a HTTP/1.1", 200),
         ("GET http://a/ HTTP/1.1", 200),
-        ("GET HTTPS://a:8443/x HTTP/1.1", 200),
+        ("GET HTTPS://a:8443/x HTTP/1.1", 400),
         ("OPTIONS * HTTP/1.1", 200),
         ("PATCH / HTTP/1.1", 200),
         ("get / HTTP/1.1", 200),
