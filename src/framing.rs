@@ -70,6 +70,12 @@ enum State {
     Done,
 }
 
+/// What [`Chunked::next_run`] consumed.
+enum Run {
+    Data(usize),
+    Framing(usize),
+}
+
 /// Streaming chunked decoder that validates framing without copying.
 #[derive(Debug, Clone, Copy)]
 pub struct Chunked {
@@ -113,22 +119,10 @@ impl Chunked {
     /// Stops at the end of the body (the rest belongs to the next message).
     pub fn scan(&mut self, data: &[u8]) -> Result<usize, ChunkError> {
         let mut i = 0;
-        while i < data.len() {
-            if self.state == State::Data {
-                let n = (data.len() - i).min(self.size.min(usize::MAX as u64) as usize);
-                i += n;
-                self.size -= n as u64;
-                if self.size == 0 {
-                    self.state = State::DataCr;
-                }
-                continue;
-            }
-            let b = data[i];
-            i += 1;
-            self.state = self.step(b)?;
-            if self.state == State::Done {
-                break;
-            }
+        while i < data.len() && self.state != State::Done {
+            i += match self.next_run(&data[i..])? {
+                Run::Data(n) | Run::Framing(n) => n,
+            };
         }
         Ok(i)
     }
@@ -137,26 +131,36 @@ impl Chunked {
     /// consumed are moved to the front of `data`. Returns (consumed, data bytes produced).
     pub fn decode_in_place(&mut self, data: &mut [u8]) -> Result<(usize, usize), ChunkError> {
         let (mut i, mut w) = (0, 0);
-        while i < data.len() {
-            if self.state == State::Data {
-                let n = (data.len() - i).min(self.size.min(usize::MAX as u64) as usize);
-                data.copy_within(i..i + n, w);
-                i += n;
-                w += n;
-                self.size -= n as u64;
-                if self.size == 0 {
-                    self.state = State::DataCr;
+        while i < data.len() && self.state != State::Done {
+            match self.next_run(&data[i..])? {
+                Run::Data(n) => {
+                    data.copy_within(i..i + n, w);
+                    i += n;
+                    w += n;
                 }
-                continue;
-            }
-            let b = data[i];
-            i += 1;
-            self.state = self.step(b)?;
-            if self.state == State::Done {
-                break;
+                Run::Framing(n) => i += n,
             }
         }
         Ok((i, w))
+    }
+
+    /// Consumes the next run at the start of `data` (non-empty): chunk data in bulk, or
+    /// framing bytes one by one until data starts, the body ends or `data` does.
+    fn next_run(&mut self, data: &[u8]) -> Result<Run, ChunkError> {
+        if self.state == State::Data {
+            let n = data.len().min(self.size.min(usize::MAX as u64) as usize);
+            self.size -= n as u64;
+            if self.size == 0 {
+                self.state = State::DataCr;
+            }
+            return Ok(Run::Data(n));
+        }
+        let mut i = 0;
+        while i < data.len() && self.state != State::Data && self.state != State::Done {
+            self.state = self.step(data[i])?;
+            i += 1;
+        }
+        Ok(Run::Framing(i))
     }
 
     fn line_byte(&mut self) -> Result<(), ChunkError> {
