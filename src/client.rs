@@ -296,6 +296,12 @@ impl Client {
         }
     }
 
+    /// The request body is incomplete and everything received was sent on: the next move
+    /// is the client's.
+    fn awaiting_body(&self) -> bool {
+        self.up_sent > 0 && !self.req_body.is_done() && self.cin.as_ref().is_none_or(Buf::is_empty)
+    }
+
     /// When the current phase times out.
     pub fn next_deadline(&self, cfg: &Config) -> Option<Instant> {
         Some(match self.phase {
@@ -303,6 +309,7 @@ impl Client {
                 self.last_activity + if self.draining { DRAIN_IDLE } else { cfg.idle_timeout }
             }
             Phase::Head => self.head_started + cfg.header_timeout,
+            Phase::Relay if self.resp.is_none() && self.awaiting_body() => self.last_activity + cfg.body_timeout,
             Phase::Relay if self.resp.is_none() => {
                 self.last_activity + if self.up_sent == 0 { cfg.connect_timeout } else { cfg.upstream_timeout }
             }
@@ -318,6 +325,11 @@ impl Client {
             Phase::Head => {
                 self.answer_error(cx, 408, "the request head did not arrive in time");
                 Step::Wait
+            }
+            Phase::Relay if self.resp.is_none() && self.awaiting_body() => {
+                // The client stopped sending its body: its fault, not the upstream's.
+                self.answer_error(cx, 408, "the request body stopped arriving");
+                Step::DropUpstream
             }
             Phase::Relay if self.resp.is_none() => {
                 let fail = if self.up_sent == 0 { Fail::ConnectTimeout } else { Fail::Timeout("no response in time") };

@@ -75,6 +75,9 @@ pub struct Flags {
     /// How long an idle client keep-alive connection is kept open [default: 60s]
     #[arg(long, value_name = "DURATION")]
     pub idle_timeout: Option<String>,
+    /// Longest pause while a client sends its request body; exceeded gives 408 [default: 60s]
+    #[arg(long, value_name = "DURATION")]
+    pub body_timeout: Option<String>,
     /// Time a client has to send a complete request head; exceeded gives 408 [default: 10s]
     #[arg(long, value_name = "DURATION")]
     pub header_timeout: Option<String>,
@@ -167,6 +170,7 @@ struct FileConfig {
     upstream_timeout: Option<Scalar>,
     idle_timeout: Option<Scalar>,
     header_timeout: Option<Scalar>,
+    body_timeout: Option<Scalar>,
     shutdown_timeout: Option<Scalar>,
     max_header_bytes: Option<Scalar>,
     max_headers: Option<usize>,
@@ -241,6 +245,7 @@ pub struct Config {
     pub upstream_timeout: Duration,
     pub idle_timeout: Duration,
     pub header_timeout: Duration,
+    pub body_timeout: Duration,
     pub shutdown_timeout: Duration,
     pub limits: Limits,
     /// Client connections per process before accepting pauses.
@@ -331,6 +336,7 @@ fn merge(f: Flags, y: FileConfig) -> Result<Config, Error> {
     let idle_timeout = duration("idle-timeout", text(f.idle_timeout, y.idle_timeout), "60s", ms(1))?;
     let header_timeout = duration("header-timeout", text(f.header_timeout, y.header_timeout), "10s", ms(1))?;
 
+    let body_timeout = duration("body-timeout", text(f.body_timeout, y.body_timeout), "60s", ms(1))?;
     let shutdown_timeout = duration("shutdown-timeout", text(f.shutdown_timeout, y.shutdown_timeout), "10s", ms(0))?;
     let size = |key: &str, v: Option<String>, default: &str, min: u64, max: u64| {
         let v = v.unwrap_or_else(|| default.to_string());
@@ -430,6 +436,7 @@ fn merge(f: Flags, y: FileConfig) -> Result<Config, Error> {
         upstream_timeout,
         idle_timeout,
         header_timeout,
+        body_timeout,
         shutdown_timeout,
         limits,
         max_connections,

@@ -55,3 +55,20 @@ fn past_max_connections_new_clients_wait_instead_of_failing() {
     let r = c.try_response(false).expect("served once a connection closed");
     assert_eq!(r.status, 200, "{}", r.text());
 }
+
+#[test]
+fn a_stalled_request_body_gets_408_after_body_timeout() {
+    let primary = Upstream::named("primary");
+    let backup = Upstream::named("backup");
+    let proxy = Proxy::builder(&primary.url(), &backup.url())
+        .set("--body-timeout", "300ms")
+        .set("--upstream-timeout", "30s")
+        .start();
+    let mut c = Client::connect(proxy.addr);
+    let t0 = std::time::Instant::now();
+    c.send(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc");
+    let r = c.response();
+    assert_eq!(r.status, 408, "{}", r.text());
+    assert!(t0.elapsed() < ms(3000), "answered after --body-timeout, not --upstream-timeout: {:?}", t0.elapsed());
+    assert!(c.is_closed(ms(2000)));
+}
