@@ -86,6 +86,9 @@ impl Buf {
     /// Removes held bytes `from..to` (offsets into [`Buf::bytes`]), closing the gap.
     pub fn cut(&mut self, from: usize, to: usize) {
         debug_assert!(from <= to && to <= self.len());
+        if from == to {
+            return;
+        }
         self.data.copy_within(self.start + to..self.end, self.start + from);
         self.end -= to - from;
     }

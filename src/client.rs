@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use crate::answer::Answer;
 use crate::buffer::{Buf, Pool, Writer};
 use crate::config::Config;
-use crate::framing::{Body, ChunkError, Framing};
+use crate::framing::{Body, ChunkError, Framing, Rewrite};
 use crate::health::{connect_error, kind_text, Route, Shared};
 use crate::http1::{self, Addressing, Admin, Forward, Request, Response};
 use crate::readiness::{Readiness, W};
@@ -30,6 +30,9 @@ const LINGER: Duration = Duration::from_secs(2);
 const DRAIN_IDLE: Duration = Duration::from_millis(500);
 /// How much a closing connection may send before we stop reading it.
 const LINGER_BYTES: usize = 1 << 20;
+/// How long a client that sent `Expect: 100-continue` waits for the upstream's 100 before
+/// the proxy sends one itself (curl waits as long before it sends the body anyway).
+const EXPECT_WAIT: Duration = Duration::from_secs(1);
 
 /// What the worker must do after a drive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,6 +158,9 @@ pub struct Client {
     draining: bool,
     /// How far `cin` was searched for the end of a request head without finding it.
     head_scan: usize,
+    /// The request has `Expect: 100-continue` and no interim or final response has been
+    /// relayed for it yet.
+    expect_wait: bool,
 }
 
 const NO_REQUEST: Request = Request {
@@ -207,6 +213,7 @@ impl Client {
             failed_over: false,
             draining: false,
             head_scan: 0,
+            expect_wait: false,
         }
     }
 
@@ -296,10 +303,16 @@ impl Client {
         }
     }
 
-    /// The request body is incomplete and everything received was sent on: the next move
-    /// is the client's.
+    /// The request body is incomplete and everything received that can be sent was sent
+    /// (what may be held is a partial chunk-size line): the next move is the client's.
     fn awaiting_body(&self) -> bool {
-        self.up_sent > 0 && !self.req_body.is_done() && self.cin.as_ref().is_none_or(Buf::is_empty)
+        self.up_sent > 0 && !self.req_body.is_done() && self.req_fwd == 0 && self.replaying.is_none()
+    }
+
+    /// The client sent `Expect: 100-continue` and, as it may, waits for a 100 before its
+    /// body; nothing has come back yet.
+    fn awaiting_continue(&self) -> bool {
+        self.expect_wait && self.body_sent == 0 && self.awaiting_body() && self.cin.as_ref().is_none_or(Buf::is_empty)
     }
 
     /// When the current phase times out.
@@ -309,6 +322,7 @@ impl Client {
                 self.last_activity + if self.draining { DRAIN_IDLE } else { cfg.idle_timeout }
             }
             Phase::Head => self.head_started + cfg.header_timeout,
+            Phase::Relay if self.resp.is_none() && self.awaiting_continue() => self.last_activity + EXPECT_WAIT,
             Phase::Relay if self.resp.is_none() && self.awaiting_body() => self.last_activity + cfg.body_timeout,
             Phase::Relay if self.resp.is_none() => {
                 self.last_activity + if self.up_sent == 0 { cfg.connect_timeout } else { cfg.upstream_timeout }
@@ -324,6 +338,15 @@ impl Client {
             Phase::Head if self.cin.as_ref().is_none_or(Buf::is_empty) => Step::Close,
             Phase::Head => {
                 self.answer_error(cx, 408, "the request head did not arrive in time");
+                Step::Wait
+            }
+            Phase::Relay if self.resp.is_none() && self.awaiting_continue() => {
+                // Each side may be waiting for the other: the client for a 100, the upstream
+                // (which may not know Expect at all) for the body. Say 100 for it: a client
+                // may send its body after a wait anyway, and more 1xx may follow.
+                self.expect_wait = false;
+                cx.pool.ensure(&mut self.cout).push(b"HTTP/1.1 100 Continue\r\n\r\n");
+                self.last_activity = cx.now;
                 Step::Wait
             }
             Phase::Relay if self.resp.is_none() && self.awaiting_body() => {
@@ -470,6 +493,7 @@ impl Client {
         self.req = req;
         self.target = cx.route.active;
         self.req_body = Body::start(req.framing, cx.cfg.max_body);
+        self.expect_wait = req.expect_continue && !self.req_body.is_done();
         self.req_fwd = 0;
         self.up_sent = 0;
         self.body_sent = 0;
@@ -512,13 +536,11 @@ impl Client {
             Ok(n) => moved |= n > 0,
             Err(step) => return Pass::Do(step),
         }
-        if self.client_eof && !self.req_body.is_done() && self.req_fwd == self.cin.as_ref().map_or(0, Buf::len) {
-            log::debug!("client={} closed in the middle of its request body", self.peer);
-            return Pass::Do(Step::Close);
-        }
         if !self.req_body.is_done() {
-            if let Some(cin) = self.cin.as_ref() {
-                match self.req_body.scan(&cin.bytes()[self.req_fwd..]) {
+            if let Some(cin) = self.cin.as_mut() {
+                // What reaches the upstream is re-serialized from what was parsed: one
+                // framing, whatever extensions or spellings the client used.
+                match take_body(&mut self.req_body, cin, self.req_fwd, Some(Rewrite::Canonical)) {
                     Ok(n) => self.req_fwd += n,
                     Err(ChunkError::TooLarge) => {
                         return self.abort_request(cx, 413, "request body is larger than the limit")
@@ -529,6 +551,12 @@ impl Client {
                     }
                 }
             }
+        }
+        // Past the scan, what is held beyond `req_fwd` is a partial chunk-size line: with
+        // the client gone, it will never be whole.
+        if self.client_eof && !self.req_body.is_done() {
+            log::debug!("client={} closed in the middle of its request body", self.peer);
+            return Pass::Do(Step::Close);
         }
         if up.state == UpState::Busy && up.ready.can_write() && !self.up_shut {
             let head = self.up_head.as_ref().map_or(&[][..], |b| &b.bytes()[self.up_sent.min(b.len())..]);
@@ -655,6 +683,7 @@ impl Client {
                         b.consume(resp.head_len);
                     }
                     moved = true;
+                    self.expect_wait = false;
                     if (100..200).contains(&resp.status) && resp.status != 101 {
                         continue;
                     }
@@ -668,16 +697,8 @@ impl Client {
         }
         if let (Some(resp), Some(uin)) = (self.resp, self.uin.as_mut()) {
             if !self.resp_body.is_done() {
-                let at = self.resp_fwd;
-                let scanned = if resp.dechunk {
-                    self.resp_body.decode_in_place(&mut uin.bytes_mut()[at..]).map(|(used, kept)| {
-                        uin.cut(at + kept, at + used);
-                        kept
-                    })
-                } else {
-                    self.resp_body.scan(&uin.bytes()[at..])
-                };
-                match scanned {
+                let how = resp.dechunk.then_some(Rewrite::Decode);
+                match take_body(&mut self.resp_body, uin, self.resp_fwd, how) {
                     Ok(n) => self.resp_fwd += n,
                     Err(e) => {
                         log::debug!("client={} upstream sent an invalid chunked body: {e:?}", self.peer);
@@ -1022,6 +1043,17 @@ fn keep(chain: &mut Vec<Buf>, pool: &mut Pool, mut src: &[u8]) {
 }
 
 /// The header telling a client why its failed request was not retried on the backup.
+/// Scans the body bytes held in `buf` past `at` (already taken), rewriting them in place
+/// if `how` says so; returns how many bytes after `at` are now ready to forward.
+fn take_body(body: &mut Body, buf: &mut Buf, at: usize, how: Option<Rewrite>) -> Result<usize, ChunkError> {
+    let Some(how) = how else {
+        return body.scan(&buf.bytes()[at..]);
+    };
+    let (used, kept) = body.rewrite_in_place(&mut buf.bytes_mut()[at..], how)?;
+    buf.cut(at + kept, at + used);
+    Ok(kept)
+}
+
 fn skip_header(why: &str) -> &'static str {
     match why {
         "method" => "X-Failover-Retry: skipped-method\r\n",

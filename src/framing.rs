@@ -101,6 +101,30 @@ fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
+/// What [`Body::rewrite_in_place`] does to the framing of a chunked body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rewrite {
+    /// Removes it: only the data is kept (for an HTTP/1.0 recipient).
+    Decode,
+    /// Writes every chunk-size line afresh from the size parsed: lowercase hex digits
+    /// without leading zeros, then CRLF; no extensions, no whitespace. Data, line ends and
+    /// the (validated) trailer section pass as they are, so the next hop sees exactly the
+    /// framing this decoder read, whatever its own parser makes of extensions.
+    Canonical,
+}
+
+/// Writes `size` as a canonical chunk-size line at the front of `out`; returns its length.
+/// `out` is the line it replaces, which is never shorter: that has at least as many digits,
+/// and CRLF.
+fn put_size_line(out: &mut [u8], size: u64) -> usize {
+    let digits = (64 - size.leading_zeros()).div_ceil(4).max(1) as usize;
+    for (k, b) in out[..digits].iter_mut().enumerate() {
+        *b = b"0123456789abcdef"[((size >> (4 * (digits - 1 - k))) & 0xf) as usize];
+    }
+    out[digits..digits + 2].copy_from_slice(b"\r\n");
+    digits + 2
+}
+
 impl Chunked {
     pub fn new() -> Chunked {
         Chunked::with_limit(u64::MAX)
@@ -120,20 +144,34 @@ impl Chunked {
     pub fn scan(&mut self, data: &[u8]) -> Result<usize, ChunkError> {
         let mut i = 0;
         while i < data.len() && self.state != State::Done {
-            i += match self.next_run(&data[i..])? {
+            i += match self.next_run(&data[i..], false)? {
                 Run::Data(n) | Run::Framing(n) => n,
             };
         }
         Ok(i)
     }
 
-    /// Like [`Chunked::scan`], but also removes the framing: the data bytes of what was
-    /// consumed are moved to the front of `data`. Returns (consumed, data bytes produced).
-    pub fn decode_in_place(&mut self, data: &mut [u8]) -> Result<(usize, usize), ChunkError> {
+    /// Like [`Chunked::scan`], but also rewrites what it consumes, in place: the bytes to
+    /// forward are moved to the front of `data`. Returns (consumed, bytes to forward).
+    ///
+    /// With [`Rewrite::Canonical`], a chunk-size line is consumed only once it is whole (a
+    /// partial one is left for the next call, with the bytes after it).
+    pub fn rewrite_in_place(&mut self, data: &mut [u8], how: Rewrite) -> Result<(usize, usize), ChunkError> {
         let (mut i, mut w) = (0, 0);
         while i < data.len() && self.state != State::Done {
-            match self.next_run(&data[i..])? {
+            if how == Rewrite::Canonical && self.state == State::SizeStart {
+                let Some(n) = self.size_line(&data[i..])? else { break };
+                w += put_size_line(&mut data[w..i + n], self.size);
+                i += n;
+                continue;
+            }
+            match self.next_run(&data[i..], how == Rewrite::Canonical)? {
                 Run::Data(n) => {
+                    data.copy_within(i..i + n, w);
+                    i += n;
+                    w += n;
+                }
+                Run::Framing(n) if how == Rewrite::Canonical => {
                     data.copy_within(i..i + n, w);
                     i += n;
                     w += n;
@@ -144,9 +182,24 @@ impl Chunked {
         Ok((i, w))
     }
 
+    /// At the start of a chunk-size line: validates the whole line at the front of `data`
+    /// and returns its length, or None (and no change) when its end has not arrived yet.
+    fn size_line(&mut self, data: &[u8]) -> Result<Option<usize>, ChunkError> {
+        let mut line = *self;
+        for (i, &b) in data.iter().enumerate() {
+            line.state = line.step(b)?;
+            if matches!(line.state, State::Data | State::TrailerStart) {
+                *self = line;
+                return Ok(Some(i + 1));
+            }
+        }
+        Ok(None)
+    }
+
     /// Consumes the next run at the start of `data` (non-empty): chunk data in bulk, or
-    /// framing bytes one by one until data starts, the body ends or `data` does.
-    fn next_run(&mut self, data: &[u8]) -> Result<Run, ChunkError> {
+    /// framing bytes one by one until data starts, the body ends or `data` does (or, with
+    /// `stop_at_line`, a chunk-size line starts).
+    fn next_run(&mut self, data: &[u8], stop_at_line: bool) -> Result<Run, ChunkError> {
         if self.state == State::Data {
             let n = data.len().min(self.size.min(usize::MAX as u64) as usize);
             self.size -= n as u64;
@@ -156,7 +209,10 @@ impl Chunked {
             return Ok(Run::Data(n));
         }
         let mut i = 0;
-        while i < data.len() && self.state != State::Data && self.state != State::Done {
+        while i < data.len() && !matches!(self.state, State::Data | State::Done) {
+            if stop_at_line && self.state == State::SizeStart {
+                break;
+            }
             self.state = self.step(data[i])?;
             i += 1;
         }
@@ -317,12 +373,12 @@ impl Body {
         matches!(self, Body::Done)
     }
 
-    /// Like [`Body::scan`], removing chunked framing in place: returns (bytes consumed,
-    /// payload bytes now at the front of `data`).
-    pub fn decode_in_place(&mut self, data: &mut [u8]) -> Result<(usize, usize), ChunkError> {
+    /// Like [`Body::scan`], rewriting chunked framing in place (see [`Rewrite`]): returns
+    /// (bytes consumed, bytes to forward, now at the front of `data`).
+    pub fn rewrite_in_place(&mut self, data: &mut [u8], how: Rewrite) -> Result<(usize, usize), ChunkError> {
         match self {
             Body::Chunked(c) => {
-                let r = c.decode_in_place(data)?;
+                let r = c.rewrite_in_place(data, how)?;
                 if c.is_done() {
                     *self = Body::Done;
                 }
@@ -437,15 +493,60 @@ mod tests {
             let mut c = Chunked::new();
             let mut payload = Vec::new();
             let mut a = raw[..split].to_vec();
-            let (n1, p1) = c.decode_in_place(&mut a).unwrap();
+            let (n1, p1) = c.rewrite_in_place(&mut a, Rewrite::Decode).unwrap();
             assert_eq!(n1, split);
             payload.extend_from_slice(&a[..p1]);
             let mut b = raw[split..].to_vec();
-            let (n2, p2) = if c.is_done() { (0, 0) } else { c.decode_in_place(&mut b).unwrap() };
+            let (n2, p2) = if c.is_done() { (0, 0) } else { c.rewrite_in_place(&mut b, Rewrite::Decode).unwrap() };
             payload.extend_from_slice(&b[..p2]);
             assert_eq!(payload, b"hello world", "split {split}");
             assert_eq!(n1 + n2, raw.len() - 4, "stops before the next message, split {split}");
         }
+    }
+
+    /// Feeds `raw` to a canonical rewrite in two parts split at every point, the way a
+    /// relay does: what a call leaves unconsumed is offered again with the next bytes.
+    fn canonical_in_two(raw: &[u8], split: usize) -> Result<(Vec<u8>, usize), ChunkError> {
+        let mut c = Chunked::new();
+        let mut held = raw[..split].to_vec();
+        let (used, kept) = c.rewrite_in_place(&mut held, Rewrite::Canonical)?;
+        let mut out = held[..kept].to_vec();
+        let mut rest = [&held[used..], &raw[split..]].concat();
+        let (used2, kept2) = if c.is_done() { (0, 0) } else { c.rewrite_in_place(&mut rest, Rewrite::Canonical)? };
+        out.extend_from_slice(&rest[..kept2]);
+        assert!(c.is_done(), "split {split}: the body is whole by now");
+        Ok((out, used + used2))
+    }
+
+    #[test]
+    fn canonical_lines_across_splits() {
+        let cases: &[(&[u8], &[u8])] = &[
+            (b"5\r\nhello\r\n0\r\n\r\n", b"5\r\nhello\r\n0\r\n\r\n"),
+            (
+                b"0005 ; a=b;c=\"x;y\"\r\nhello\r\nA;z\r\n0123456789\r\n000\t;q\r\nT: 1\r\n\r\n",
+                b"5\r\nhello\r\na\r\n0123456789\r\n0\r\nT: 1\r\n\r\n",
+            ),
+            (b"1;e\r\n;\r\n0;last\r\n\r\n", b"1\r\n;\r\n0\r\n\r\n"),
+        ];
+        for (raw, want) in cases {
+            let mut next = raw.to_vec();
+            next.extend_from_slice(b"GET");
+            for split in 0..=next.len() {
+                let (out, used) = canonical_in_two(&next, split).unwrap();
+                assert_eq!(
+                    (String::from_utf8_lossy(&out), used),
+                    (String::from_utf8_lossy(want), raw.len()),
+                    "split {split}"
+                );
+            }
+        }
+        // A partial size line is held, not consumed, and still validated as it grows.
+        let mut c = Chunked::new();
+        assert_eq!(c.rewrite_in_place(&mut b"5;ab".to_vec(), Rewrite::Canonical), Ok((0, 0)));
+        assert_eq!(c.rewrite_in_place(&mut b"5;a\x00".to_vec(), Rewrite::Canonical), Err(ChunkError::BadExtension));
+        let mut long = b"5;".to_vec();
+        long.extend(std::iter::repeat_n(b'a', 5000));
+        assert_eq!(Chunked::new().rewrite_in_place(&mut long, Rewrite::Canonical), Err(ChunkError::LineTooLong));
     }
 
     #[test]
@@ -625,8 +726,18 @@ mod tests {
                 assert_eq!(outcome(&input), Ok((end, true)), "size {spelled:?}");
                 let mut c = Chunked::new();
                 let mut buf = input.clone();
-                let (used, kept) = c.decode_in_place(&mut buf).unwrap();
+                let (used, kept) = c.rewrite_in_place(&mut buf, Rewrite::Decode).unwrap();
                 assert_eq!((used, &buf[..kept], c.data_total), (end, &data[..], size as u64), "size {spelled:?}");
+                // Whatever the spelling, the next hop gets the one canonical line.
+                let mut canonical = format!("{size:x}\r\n").into_bytes();
+                if size > 0 {
+                    canonical.extend_from_slice(&data);
+                    canonical.extend_from_slice(b"\r\n0\r\n");
+                }
+                canonical.extend_from_slice(b"\r\n");
+                let (mut c, mut buf) = (Chunked::new(), input.clone());
+                let (used, kept) = c.rewrite_in_place(&mut buf, Rewrite::Canonical).unwrap();
+                assert_eq!((used, &buf[..kept]), (end, &canonical[..]), "size {spelled:?}");
             }
         }
     }

@@ -232,6 +232,48 @@ fn expect_100_continue_works() {
     assert_eq!(primary.requests()[0].body, b"hello world");
 }
 
+/// An upstream that ignores `Expect`: it reads the head, then waits for a Content-Length
+/// body without ever sending 100, and echoes the body in a 200.
+fn upstream_without_100() -> (std::net::SocketAddr, thread::JoinHandle<Vec<u8>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let t = thread::spawn(move || loop {
+        let (stream, _) = listener.accept().expect("accept");
+        let mut wire = Wire::new(stream);
+        let Ok(Some(head)) = wire.read_head() else { continue };
+        let Some(len) = Head::parse(&head).get("content-length").and_then(|v| v.parse().ok()) else {
+            // A health probe.
+            let _ = std::io::Write::write_all(&mut wire.stream, &reply(200, b"ok"));
+            continue;
+        };
+        let body = wire.read_n(len).expect("body");
+        std::io::Write::write_all(&mut wire.stream, &reply(200, &body)).expect("reply");
+        return head;
+    });
+    (addr, t)
+}
+
+#[test]
+fn expect_100_continue_gets_a_100_even_from_an_upstream_that_never_sends_one() {
+    let (addr, upstream) = upstream_without_100();
+    let backup = Upstream::named("backup");
+    let proxy = Proxy::builder(&format!("http://{addr}"), &backup.url()).set("--check-interval", "1h").start();
+    let mut c = Client::connect(proxy.addr);
+    c.send(
+        format!("POST /upload HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 11\r\nExpect: 100-continue\r\n\r\n")
+            .as_bytes(),
+    );
+    let interim = c.response();
+    assert_eq!(interim.head.start_line, "HTTP/1.1 100 Continue", "{}", show(&interim.raw));
+    c.send(b"hello world");
+    let resp = c.response();
+    assert_eq!(resp.status, 200, "{}", show(&resp.raw));
+    assert_eq!(resp.text(), "hello world");
+    let head = upstream.join().expect("upstream thread");
+    assert!(show(&head).to_ascii_lowercase().contains("expect: 100-continue"), "{}", show(&head));
+    assert_eq!(backup.request_count(), 0);
+}
+
 #[test]
 fn upgrade_is_tunnelled_byte_for_byte_after_101() {
     let primary = Upstream::with(|s| {

@@ -71,4 +71,16 @@ fn a_stalled_request_body_gets_408_after_body_timeout() {
     assert_eq!(r.status, 408, "{}", r.text());
     assert!(t0.elapsed() < ms(3000), "answered after --body-timeout, not --upstream-timeout: {:?}", t0.elapsed());
     assert!(c.is_closed(ms(2000)));
+
+    // With Expect: 100-continue, the upstream answers 100 and the client still sends
+    // nothing: its fault too, and nothing that counts against the primary.
+    let mut c = Client::connect(proxy.addr);
+    c.send(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n");
+    let interim = c.response();
+    assert_eq!(interim.status, 100, "{}", show(&interim.raw));
+    let r = c.response();
+    assert_eq!(r.status, 408, "{}", r.text());
+    assert!(c.is_closed(ms(2000)));
+    let state = get(proxy.addr, "/__failover/state").text();
+    assert!(state.contains("\"on_backup\":false"), "{state}");
 }

@@ -92,6 +92,48 @@ fn chunked_body_is_forwarded_as_is() {
 }
 
 #[test]
+fn chunk_size_lines_reach_the_upstream_rewritten_from_what_was_parsed() {
+    // Extensions, whitespace, leading zeros and upper-case digits are valid, but two
+    // parsers may read them differently: the upstream gets one spelling only.
+    let primary = Upstream::named("primary");
+    let backup = Upstream::named("backup");
+    let proxy = proxy_for(&primary, &backup);
+    let sent: &[u8] = b"0005 ;name=\"v;x\"\r\nhello\r\n00B\t; a = b\r\n, chunked!!\r\n000;last\r\nX-T: 1\r\n\r\n";
+    let want = "5\r\nhello\r\nb\r\n, chunked!!\r\n0\r\nX-T: 1\r\n\r\n";
+    let head = format!("POST /c HTTP/1.1\r\nHost: {HOST}\r\nTransfer-Encoding: chunked\r\n\r\n");
+    // Whole, then a byte at a time (every chunk-size line split at every byte).
+    let resp = exchange(proxy.addr, &[head.as_bytes(), sent].concat());
+    assert_eq!(resp.status, 200, "{}", show(&resp.raw));
+    let mut c = Client::connect(proxy.addr);
+    c.send(head.as_bytes());
+    for b in sent {
+        c.send(&[*b]);
+        std::thread::sleep(ms(1));
+    }
+    assert_eq!(c.response().status, 200);
+    let seen = primary.requests();
+    assert_eq!(seen.len(), 2);
+    for s in &seen {
+        assert_eq!(show(&s.raw_body), show(want.as_bytes()));
+        assert_eq!(s.body, b"hello, chunked!!");
+    }
+}
+
+#[test]
+fn a_client_that_closes_inside_a_chunk_size_line_is_closed_too() {
+    let primary = Upstream::named("primary");
+    let backup = Upstream::named("backup");
+    let proxy = proxy_for(&primary, &backup);
+    let mut c = Client::connect(proxy.addr);
+    c.send(
+        format!("POST /c HTTP/1.1\r\nHost: {HOST}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n3;ab").as_bytes(),
+    );
+    c.shutdown_write();
+    assert!(c.is_closed(ms(3000)), "the proxy must not wait for the rest of a line that cannot come");
+    assert!(primary.requests().is_empty(), "an incomplete request is never answered by the upstream");
+}
+
+#[test]
 fn response_bytes_come_back_unchanged() {
     let upstream_reply: &[u8] = b"HTTP/1.1 201 Created\r\nX-Upstream: yes\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\nContent-Type: application/x-thing\r\nContent-Length: 11\r\n\r\nhello world";
     let primary = Upstream::fixed(upstream_reply);

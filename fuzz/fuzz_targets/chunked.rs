@@ -1,7 +1,8 @@
-//! A chunked body fed in random splits decodes the same as fed whole, and never panics.
+//! A chunked body fed in random splits decodes the same as fed whole, and never panics;
+//! its canonical rewrite (what reaches an upstream) frames the same data, in any split.
 #![no_main]
 
-use failover::framing::Chunked;
+use failover::framing::{Chunked, Rewrite};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -42,4 +43,49 @@ fuzz_target!(|data: &[u8]| {
         (Err(a), Err(b)) => assert_eq!(a, b),
         (a, b) => panic!("whole {a:?} vs split {b:?}"),
     }
+    canonical(body, cuts[0] as usize % (body.len() + 1));
 });
+
+/// Rewrites `body` canonically in two parts split at `split`, the way the relay does (what
+/// a call leaves unconsumed is offered again with the next bytes), and checks the result.
+fn canonical(body: &[u8], split: usize) {
+    let decoded = {
+        let mut c = Chunked::new();
+        let mut d = body.to_vec();
+        match c.rewrite_in_place(&mut d, Rewrite::Decode) {
+            Ok((used, kept)) if c.is_done() => Some((used, d[..kept].to_vec())),
+            _ => None,
+        }
+    };
+    let mut c = Chunked::new();
+    let mut first = body[..split].to_vec();
+    let Ok((used, kept)) = c.rewrite_in_place(&mut first, Rewrite::Canonical) else {
+        assert!(decoded.is_none(), "canonical refused a body the decoder took");
+        return;
+    };
+    let mut out = first[..kept].to_vec();
+    let mut rest = [&first[used..], &body[split..]].concat();
+    let mut total = used;
+    if !c.is_done() {
+        let Ok((used, kept)) = c.rewrite_in_place(&mut rest, Rewrite::Canonical) else {
+            assert!(decoded.is_none(), "canonical refused a body the decoder took");
+            return;
+        };
+        out.extend_from_slice(&rest[..kept]);
+        total += used;
+    }
+    let Some((n, data)) = decoded else {
+        assert!(!c.is_done(), "canonical took a body the decoder refused");
+        return;
+    };
+    assert!(c.is_done());
+    assert_eq!(total, n, "the same bytes belong to the body");
+    // The output is a valid body with the same data, and already canonical.
+    let mut again = out.clone();
+    let mut d = Chunked::new();
+    assert_eq!(d.rewrite_in_place(&mut again, Rewrite::Canonical).ok(), Some((out.len(), out.len())));
+    assert!(again == out, "canonical output is a fixed point");
+    let mut d = Chunked::new();
+    let (used, kept) = d.rewrite_in_place(&mut again, Rewrite::Decode).expect("canonical output decodes");
+    assert!(d.is_done() && used == out.len() && again[..kept] == data[..]);
+}

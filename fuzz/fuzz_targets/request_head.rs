@@ -9,7 +9,14 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let mut pool = Pool::new(2);
     let mut out = pool.take();
-    let fwd = Forward { prefix: "/p", client_ip: "127.0.0.1".parse().unwrap(), proto: "http", host: None, max_body: 1 << 20, limits: Limits::DEFAULT };
+    let fwd = Forward {
+        prefix: "/p",
+        client_ip: "127.0.0.1".parse().unwrap(),
+        proto: "http",
+        host: None,
+        max_body: 1 << 20,
+        limits: Limits::DEFAULT,
+    };
     if let Ok(Some(req)) = parse_request(data, &fwd, &mut Writer { buf: &mut out, overflow: false }) {
         if req.admin.is_none() {
             let mut again = pool.take();
