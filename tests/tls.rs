@@ -41,15 +41,22 @@ fn only_request(up: &TlsUpstream) -> TlsSeen {
 
 // ------------------------------------------------- https:// upstreams ----
 
-#[test]
-fn https_primary_verified_with_primary_ca() {
-    let ca = Ca::new("primary");
+/// The usual setup: a TLS primary ("tls-primary", with a `localhost` certificate from a
+/// fresh CA named `ca`), a plain backup, and a proxy builder for the primary's URL at
+/// `host` that trusts that CA (its file lives as long as the returned TempDir).
+fn trusted_primary(ca: &str, host: &str) -> (TlsUpstream, Upstream, TempDir, ProxyBuilder) {
+    let ca = Ca::new(ca);
     let dir = TempDir::new("ca");
     let up = TlsUpstream::start("tls-primary", &ca.localhost());
     let backup = Upstream::named("backup");
-    let proxy = Proxy::builder(&up.url("localhost"), &backup.url())
-        .set("--primary-ca", &dir.write("ca.pem", &ca.pem()))
-        .start();
+    let builder = Proxy::builder(&up.url(host), &backup.url()).set("--primary-ca", &dir.write("ca.pem", &ca.pem()));
+    (up, backup, dir, builder)
+}
+
+#[test]
+fn https_primary_verified_with_primary_ca() {
+    let (up, backup, _dir, builder) = trusted_primary("primary", "localhost");
+    let proxy = builder.start();
 
     let r = get(proxy.addr, "/who");
     assert_eq!((r.status, r.text().as_str()), (200, "tls-primary"), "{}", show(&r.raw));
@@ -59,13 +66,8 @@ fn https_primary_verified_with_primary_ca() {
 
 #[test]
 fn https_upstream_is_offered_alpn_http11() {
-    let ca = Ca::new("alpn");
-    let dir = TempDir::new("ca");
-    let up = TlsUpstream::start("tls-primary", &ca.localhost());
-    let backup = Upstream::named("backup");
-    let proxy = Proxy::builder(&up.url("localhost"), &backup.url())
-        .set("--primary-ca", &dir.write("ca.pem", &ca.pem()))
-        .start();
+    let (up, _backup, _dir, builder) = trusted_primary("alpn", "localhost");
+    let proxy = builder.start();
 
     assert_eq!(get(proxy.addr, "/who").text(), "tls-primary");
     let alpn = up.alpn();
@@ -186,13 +188,8 @@ fn primary_insecure_accepts_an_untrusted_certificate() {
 
 #[test]
 fn https_ip_url_defaults_host_to_upstream_authority() {
-    let ca = Ca::new("ip");
-    let dir = TempDir::new("ca");
-    let up = TlsUpstream::start("tls-primary", &ca.localhost());
-    let backup = Upstream::named("backup");
-    let proxy = Proxy::builder(&up.url("127.0.0.1"), &backup.url())
-        .set("--primary-ca", &dir.write("ca.pem", &ca.pem()))
-        .start();
+    let (up, _backup, _dir, builder) = trusted_primary("ip", "127.0.0.1");
+    let proxy = builder.start();
 
     assert_eq!(get(proxy.addr, "/who").text(), "tls-primary");
     let seen = only_request(&up);
@@ -204,13 +201,8 @@ fn https_ip_url_defaults_host_to_upstream_authority() {
 
 #[test]
 fn https_name_url_defaults_sni_and_host_to_the_url_host() {
-    let ca = Ca::new("name");
-    let dir = TempDir::new("ca");
-    let up = TlsUpstream::start("tls-primary", &ca.localhost());
-    let backup = Upstream::named("backup");
-    let proxy = Proxy::builder(&up.url("localhost"), &backup.url())
-        .set("--primary-ca", &dir.write("ca.pem", &ca.pem()))
-        .start();
+    let (up, _backup, _dir, builder) = trusted_primary("name", "localhost");
+    let proxy = builder.start();
 
     assert_eq!(get(proxy.addr, "/who").text(), "tls-primary");
     let seen = only_request(&up);
@@ -221,14 +213,8 @@ fn https_name_url_defaults_sni_and_host_to_the_url_host() {
 
 #[test]
 fn primary_host_header_client_passes_the_client_host() {
-    let ca = Ca::new("client-host");
-    let dir = TempDir::new("ca");
-    let up = TlsUpstream::start("tls-primary", &ca.localhost());
-    let backup = Upstream::named("backup");
-    let proxy = Proxy::builder(&up.url("localhost"), &backup.url())
-        .set("--primary-ca", &dir.write("ca.pem", &ca.pem()))
-        .set("--primary-host-header", "client")
-        .start();
+    let (up, _backup, _dir, builder) = trusted_primary("client-host", "localhost");
+    let proxy = builder.set("--primary-host-header", "client").start();
 
     assert_eq!(get(proxy.addr, "/who").text(), "tls-primary");
     let seen = only_request(&up);
@@ -239,14 +225,8 @@ fn primary_host_header_client_passes_the_client_host() {
 
 #[test]
 fn primary_host_header_literal_is_sent() {
-    let ca = Ca::new("literal-host");
-    let dir = TempDir::new("ca");
-    let up = TlsUpstream::start("tls-primary", &ca.localhost());
-    let backup = Upstream::named("backup");
-    let proxy = Proxy::builder(&up.url("localhost"), &backup.url())
-        .set("--primary-ca", &dir.write("ca.pem", &ca.pem()))
-        .set("--primary-host-header", "api.example")
-        .start();
+    let (up, _backup, _dir, builder) = trusted_primary("literal-host", "localhost");
+    let proxy = builder.set("--primary-host-header", "api.example").start();
 
     assert_eq!(get(proxy.addr, "/who").text(), "tls-primary");
     let seen = only_request(&up);
@@ -289,14 +269,8 @@ fn https_url_prefix_is_prepended() {
 
 #[test]
 fn tls_upstream_connection_reused_across_requests() {
-    let ca = Ca::new("pool");
-    let dir = TempDir::new("ca");
-    let up = TlsUpstream::start("tls-primary", &ca.localhost());
-    let backup = Upstream::named("backup");
-    let proxy = Proxy::builder(&up.url("localhost"), &backup.url())
-        .set("--primary-ca", &dir.write("ca.pem", &ca.pem()))
-        .set("--check-interval", QUIET_CHECKS)
-        .start();
+    let (up, _backup, _dir, builder) = trusted_primary("pool", "localhost");
+    let proxy = builder.set("--check-interval", QUIET_CHECKS).start();
 
     let mut c = Client::connect(proxy.addr);
     for i in 0..5 {
@@ -310,15 +284,8 @@ fn tls_upstream_connection_reused_across_requests() {
 
 #[test]
 fn tls_upstream_pool_serves_later_client_connections() {
-    let ca = Ca::new("pool2");
-    let dir = TempDir::new("ca");
-    let up = TlsUpstream::start("tls-primary", &ca.localhost());
-    let backup = Upstream::named("backup");
-    let proxy = Proxy::builder(&up.url("localhost"), &backup.url())
-        .set("--primary-ca", &dir.write("ca.pem", &ca.pem()))
-        .set("--check-interval", QUIET_CHECKS)
-        .set("--workers", "1")
-        .start();
+    let (up, _backup, _dir, builder) = trusted_primary("pool2", "localhost");
+    let proxy = builder.set("--check-interval", QUIET_CHECKS).set("--workers", "1").start();
 
     for i in 0..4 {
         let r = get(proxy.addr, &format!("/c{i}"));
