@@ -17,9 +17,8 @@ fn fast(primary: &Upstream, backup: &Upstream, workers: &str) -> Proxy {
     Proxy::builder(&primary.url(), &backup.url()).fast_checks().set("--workers", workers).start()
 }
 
-/// Probes and live failures never flip traffic.
 fn steady(primary: &str, backup: &str) -> ProxyBuilder {
-    Proxy::builder(primary, backup).set("--fail-threshold", "1000")
+    Proxy::builder(primary, backup).steady()
 }
 
 fn post(addr: std::net::SocketAddr, path: &str) -> Response {

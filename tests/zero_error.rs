@@ -22,7 +22,7 @@ const SWITCH_LIMIT: Duration = Duration::from_secs(3);
 /// One worker, and a fail threshold no test reaches: what a client sees
 /// comes from the per-request retry alone, never from a health flip.
 fn steady(primary: &str, backup: &str) -> ProxyBuilder {
-    Proxy::builder(primary, backup).set("--workers", "1").set("--fail-threshold", "1000")
+    Proxy::builder(primary, backup).set("--workers", "1").steady()
 }
 
 /// `n` bytes of every value, so a shifted or truncated replay shows.

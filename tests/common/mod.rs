@@ -905,6 +905,12 @@ impl ProxyBuilder {
             .set("--recover-threshold", "2")
     }
 
+    /// Probes and live failures never flip traffic: what a request meets is its own
+    /// outcome.
+    pub fn steady(self) -> ProxyBuilder {
+        self.set("--fail-threshold", "1000")
+    }
+
     /// Do not pass `--listen`; the config file puts the proxy on `addr`.
     pub fn listen_from_config(mut self, addr: SocketAddr) -> ProxyBuilder {
         self.fixed_listen = Some(addr);
