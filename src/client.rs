@@ -436,7 +436,10 @@ impl Client {
             let from = self.head_scan.saturating_sub(3).min(bytes.len());
             let ended = bytes[from..].windows(2).any(|w| w == b"\n\n" || w == b"\n\r");
             let limits = cx.cfg.limits;
-            if !ended && bytes.len() <= limits.line && bytes.len() < limits.head && !self.client_eof {
+            // Past --max-request-line bytes, the parse that would say 414 is needed only
+            // while the request line itself has not ended.
+            let line_ok = bytes.len() <= limits.line || bytes[..=limits.line].contains(&b'\n');
+            if !ended && line_ok && bytes.len() < limits.head && !self.client_eof {
                 self.head_scan = bytes.len();
                 return if read > 0 { Pass::Moved } else { Pass::Idle };
             }

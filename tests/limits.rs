@@ -84,3 +84,28 @@ fn a_stalled_request_body_gets_408_after_body_timeout() {
     let state = get(proxy.addr, "/__failover/state").text();
     assert!(state.contains("\"on_backup\":false"), "{state}");
 }
+
+#[test]
+fn heads_arriving_in_pieces_past_the_request_line_limit() {
+    let primary = Upstream::named("primary");
+    let backup = Upstream::named("backup");
+    let proxy = Proxy::builder(&primary.url(), &backup.url()).start();
+    // A 20KB head (over the 8KB request-line limit, under the 32KB head limit) in 1KB
+    // pieces: its request line ended long ago, so it is served whole.
+    let big = "v".repeat(20 * 1024);
+    let head = format!("GET /big HTTP/1.1\r\nHost: a\r\nX-Big: {big}\r\n\r\n");
+    let mut c = Client::connect(proxy.addr);
+    for piece in head.as_bytes().chunks(1024) {
+        c.send(piece);
+        thread::sleep(ms(2));
+    }
+    let r = c.response();
+    assert_eq!(r.status, 200, "{}", show(&r.raw));
+    assert_eq!(primary.requests()[0].header("x-big"), Some(big.as_str()));
+    // A request line that passes 8KB without ending gets 414 without waiting for more.
+    let mut c = Client::connect(proxy.addr);
+    c.send(format!("GET /{}", "x".repeat(9 * 1024)).as_bytes());
+    let r = c.response();
+    assert_eq!(r.status, 414, "{}", show(&r.raw));
+    assert_eq!(primary.request_count(), 1);
+}
