@@ -1,11 +1,16 @@
 //! Fixed-size byte buffers and the per-worker pool they come from.
 //!
 //! A buffer is taken when a connection has bytes to hold and returned as soon as it is
-//! empty, so an idle keep-alive connection holds none. Buffers are never resized: a full
-//! buffer is backpressure. This file never touches a socket.
+//! empty, so an idle keep-alive connection holds none. A full buffer is backpressure, with
+//! one exception: a request head starts in a small buffer, moved to a full-size one only if
+//! it fills ([`Pool::grow_if_full`]). This file never touches a socket.
 
 /// Size of every buffer: room for a full request head and a good share of a body.
 pub const BUF_SIZE: usize = 32 * 1024;
+
+/// Size of the buffer a request head starts in. Most heads fit in one; a client trickling
+/// a head (slowloris) holds this much, not [`BUF_SIZE`].
+pub const HEAD_BUF_SIZE: usize = 4 * 1024;
 
 /// Bytes `data[start..end]` are held; `data[end..]` is free space.
 pub struct Buf {
@@ -114,25 +119,56 @@ impl Writer<'_> {
     }
 }
 
-/// Free buffers of one worker.
+/// Free buffers of one worker: full-size ones and head-size ones, at most `max_free` of
+/// each.
 pub struct Pool {
     free: Vec<Box<[u8]>>,
+    free_small: Vec<Box<[u8]>>,
     max_free: usize,
 }
 
 impl Pool {
     pub fn new(max_free: usize) -> Pool {
-        Pool { free: Vec::new(), max_free }
+        Pool { free: Vec::new(), free_small: Vec::new(), max_free }
     }
 
+    /// A full-size buffer.
     pub fn take(&mut self) -> Buf {
         let data = self.free.pop().unwrap_or_else(|| vec![0u8; BUF_SIZE].into_boxed_slice());
         Buf { data, start: 0, end: 0 }
     }
 
+    /// A head-size buffer.
+    pub fn take_small(&mut self) -> Buf {
+        let data = self.free_small.pop().unwrap_or_else(|| vec![0u8; HEAD_BUF_SIZE].into_boxed_slice());
+        Buf { data, start: 0, end: 0 }
+    }
+
     pub fn put(&mut self, buf: Buf) {
-        if self.free.len() < self.max_free {
-            self.free.push(buf.data);
+        let free = match buf.data.len() {
+            BUF_SIZE => &mut self.free,
+            HEAD_BUF_SIZE => &mut self.free_small,
+            _ => return,
+        };
+        if free.len() < self.max_free {
+            free.push(buf.data);
+        }
+    }
+
+    /// The buffer in `slot`, taking a head-size one from the pool if there is none.
+    pub fn ensure_small<'a>(&mut self, slot: &'a mut Option<Buf>) -> &'a mut Buf {
+        slot.get_or_insert_with(|| self.take_small())
+    }
+
+    /// If `slot` holds a full head-size buffer, moves its bytes to a full-size one.
+    pub fn grow_if_full(&mut self, slot: &mut Option<Buf>) {
+        if slot.as_ref().is_some_and(|b| b.is_full() && b.data.len() < BUF_SIZE) {
+            if let Some(small) = slot.take() {
+                let mut big = self.take();
+                big.push(small.bytes());
+                self.put(small);
+                *slot = Some(big);
+            }
         }
     }
 
@@ -154,6 +190,32 @@ impl Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_head_buffer_grows_with_its_bytes() {
+        let mut pool = Pool::new(4);
+        let mut slot = None;
+        let b = pool.ensure_small(&mut slot);
+        assert_eq!(b.space().len(), HEAD_BUF_SIZE);
+        b.push(b"x");
+        pool.grow_if_full(&mut slot);
+        assert_eq!(slot.as_mut().map(|b| b.space().len()), Some(HEAD_BUF_SIZE - 1), "not full: kept");
+        let rest: Vec<u8> = (0..HEAD_BUF_SIZE - 1).map(|i| i as u8).collect();
+        if let Some(b) = slot.as_mut() {
+            b.push(&rest);
+        }
+        assert!(slot.as_ref().is_some_and(Buf::is_full));
+        pool.grow_if_full(&mut slot);
+        let b = slot.as_mut().expect("a buffer");
+        assert_eq!(b.bytes(), [&b"x"[..], &rest].concat(), "the bytes move, in order");
+        assert_eq!(b.space().len(), BUF_SIZE - HEAD_BUF_SIZE);
+        // Both sizes come back to their own list; other sizes are dropped.
+        pool.put(Buf::small(16));
+        assert_eq!((pool.free.len(), pool.free_small.len()), (0, 1));
+        let mut big = Some(pool.take());
+        pool.release_if_empty(&mut big);
+        assert_eq!((pool.free.len(), pool.free_small.len()), (1, 1));
+    }
 
     #[test]
     fn fill_consume_compact() {

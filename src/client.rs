@@ -369,7 +369,10 @@ impl Client {
         if self.client_eof || !self.ready.can_read() {
             return Ok(0);
         }
-        let buf = cx.pool.ensure(&mut self.cin);
+        // A head starts in a small buffer (a slow client holds little), a body in a full one.
+        cx.pool.grow_if_full(&mut self.cin);
+        let buf =
+            if self.phase == Phase::Head { cx.pool.ensure_small(&mut self.cin) } else { cx.pool.ensure(&mut self.cin) };
         if buf.is_full() {
             return Ok(0);
         }
