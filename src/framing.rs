@@ -166,17 +166,15 @@ impl Chunked {
                 continue;
             }
             match self.next_run(&data[i..], how == Rewrite::Canonical)? {
-                Run::Data(n) => {
-                    data.copy_within(i..i + n, w);
+                Run::Framing(n) if how == Rewrite::Decode => i += n,
+                Run::Data(n) | Run::Framing(n) => {
+                    // Nothing shrank yet (the usual case for a canonical client): no move.
+                    if w != i {
+                        data.copy_within(i..i + n, w);
+                    }
                     i += n;
                     w += n;
                 }
-                Run::Framing(n) if how == Rewrite::Canonical => {
-                    data.copy_within(i..i + n, w);
-                    i += n;
-                    w += n;
-                }
-                Run::Framing(n) => i += n,
             }
         }
         Ok((i, w))
