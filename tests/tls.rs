@@ -41,16 +41,21 @@ fn only_request(up: &TlsUpstream) -> TlsSeen {
 
 // ------------------------------------------------- https:// upstreams ----
 
-/// The usual setup: a TLS primary ("tls-primary", with a `localhost` certificate from a
-/// fresh CA named `ca`), a plain backup, and a proxy builder for the primary's URL at
-/// `host` that trusts that CA (its file lives as long as the returned TempDir).
-fn trusted_primary(ca: &str, host: &str) -> (TlsUpstream, Upstream, TempDir, ProxyBuilder) {
-    let ca = Ca::new(ca);
+/// A TLS primary ("tls-primary", with a `localhost` certificate from `ca`), a plain
+/// backup, and a proxy builder for the primary's URL at `host` whose `--primary-ca` is
+/// `trust` (its file lives as long as the returned TempDir).
+fn tls_primary(ca: &Ca, host: &str, trust: &Ca) -> (TlsUpstream, Upstream, TempDir, ProxyBuilder) {
     let dir = TempDir::new("ca");
     let up = TlsUpstream::start("tls-primary", &ca.localhost());
     let backup = Upstream::named("backup");
-    let builder = Proxy::builder(&up.url(host), &backup.url()).set("--primary-ca", &dir.write("ca.pem", &ca.pem()));
+    let builder = Proxy::builder(&up.url(host), &backup.url()).set("--primary-ca", &dir.write("ca.pem", &trust.pem()));
     (up, backup, dir, builder)
+}
+
+/// The usual setup: [`tls_primary`] with a fresh CA named `ca` that the proxy trusts.
+fn trusted_primary(ca: &str, host: &str) -> (TlsUpstream, Upstream, TempDir, ProxyBuilder) {
+    let ca = Ca::new(ca);
+    tls_primary(&ca, host, &ca)
 }
 
 #[test]
@@ -90,13 +95,8 @@ fn https_backup_verified_with_backup_ca() {
 #[test]
 fn wrong_ca_fails_over_to_plain_backup_at_once() {
     let (ca, other) = (Ca::new("real"), Ca::new("other"));
-    let dir = TempDir::new("ca");
-    let up = TlsUpstream::start("tls-primary", &ca.localhost());
-    let backup = Upstream::named("backup");
-    let proxy = Proxy::builder(&up.url("localhost"), &backup.url())
-        .set("--primary-ca", &dir.write("other.pem", &other.pem()))
-        .set("--check-interval", QUIET_CHECKS)
-        .start();
+    let (up, _backup, _dir, builder) = tls_primary(&ca, "localhost", &other);
+    let proxy = builder.set("--check-interval", QUIET_CHECKS).start();
 
     let r = get(proxy.addr, "/who");
     assert_eq!((r.status, r.text().as_str()), (200, "backup"), "{}", show(&r.raw));
@@ -107,13 +107,8 @@ fn wrong_ca_fails_over_to_plain_backup_at_once() {
 #[test]
 fn post_fails_over_on_tls_failure() {
     let (ca, other) = (Ca::new("real"), Ca::new("other"));
-    let dir = TempDir::new("ca");
-    let up = TlsUpstream::start("tls-primary", &ca.localhost());
-    let backup = Upstream::named("backup");
-    let proxy = Proxy::builder(&up.url("localhost"), &backup.url())
-        .set("--primary-ca", &dir.write("other.pem", &other.pem()))
-        .set("--check-interval", QUIET_CHECKS)
-        .start();
+    let (_up, backup, _dir, builder) = tls_primary(&ca, "localhost", &other);
+    let proxy = builder.set("--check-interval", QUIET_CHECKS).start();
 
     let r = exchange(
         proxy.addr,
@@ -128,13 +123,8 @@ fn post_fails_over_on_tls_failure() {
 #[test]
 fn failover_from_https_primary_gives_backup_the_client_host() {
     let (ca, other) = (Ca::new("real"), Ca::new("other"));
-    let dir = TempDir::new("ca");
-    let up = TlsUpstream::start("tls-primary", &ca.localhost());
-    let backup = Upstream::named("backup");
-    let proxy = Proxy::builder(&up.url("localhost"), &backup.url())
-        .set("--primary-ca", &dir.write("other.pem", &other.pem()))
-        .set("--check-interval", QUIET_CHECKS)
-        .start();
+    let (_up, backup, _dir, builder) = tls_primary(&ca, "localhost", &other);
+    let proxy = builder.set("--check-interval", QUIET_CHECKS).start();
 
     assert_eq!(get(proxy.addr, "/who").text(), "backup");
     let seen = backup.requests();
