@@ -98,32 +98,41 @@ pub fn temp_path(tag: &str) -> PathBuf {
 
 // ---------------------------------------------------------------- wire ----
 
-/// A blocking socket plus the bytes read from it but not consumed yet, so
-/// pipelined messages and bytes after a head are never lost.
-pub struct Wire {
-    pub stream: TcpStream,
+/// A blocking byte stream (a socket, or a TLS stream over one) plus the bytes read from
+/// it but not consumed yet, so pipelined messages and bytes after a head are never lost.
+pub struct Wire<S = TcpStream> {
+    pub stream: S,
     buf: Vec<u8>,
 }
 
-/// A read that retries EINTR: some sandboxes (gVisor) interrupt blocking socket reads
-/// when any child process exits, which would otherwise fail a test at random.
-pub fn read_retrying(stream: &mut TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+/// Runs `op` again while it fails with EINTR: some sandboxes (gVisor) interrupt blocking
+/// socket calls when any child process exits, which would otherwise fail a test at random.
+pub fn retrying<T>(mut op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
     loop {
-        match stream.read(buf) {
+        match op() {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             other => return other,
         }
     }
 }
 
-impl Wire {
-    pub fn new(stream: TcpStream) -> Wire {
+/// A read that retries EINTR (see [`retrying`]).
+pub fn read_retrying(stream: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    retrying(|| stream.read(buf))
+}
+
+impl<S: Read> Wire<S> {
+    pub fn new(stream: S) -> Wire<S> {
         Wire { stream, buf: Vec::new() }
     }
 
     fn fill(&mut self) -> io::Result<usize> {
         let mut tmp = [0u8; 16 * 1024];
-        let n = read_retrying(&mut self.stream, &mut tmp)?;
+        let n = match read_retrying(&mut self.stream, &mut tmp) {
+            // A TLS peer that closes TCP without close_notify: EOF all the same.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => 0,
+            r => r?,
+        };
         self.buf.extend_from_slice(&tmp[..n]);
         Ok(n)
     }
@@ -269,7 +278,7 @@ impl Response {
     }
 }
 
-fn read_response(wire: &mut Wire, head_request: bool) -> io::Result<Response> {
+pub fn read_response(wire: &mut Wire<impl Read>, head_request: bool) -> io::Result<Response> {
     let raw_head = wire.read_head()?.ok_or_else(|| eof("connection closed before any response byte"))?;
     let head = Head::parse(&raw_head);
     let status: u16 = head

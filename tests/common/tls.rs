@@ -12,7 +12,7 @@
 
 use std::collections::HashSet;
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -25,23 +25,14 @@ use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection, StreamOwned};
 
-use crate::common::{find, free_port, ms, reply, show, temp_path, wait_until, Head, ProxyBuilder, Response};
+use crate::common::{
+    free_port, ms, read_response, reply, retrying, temp_path, wait_until, Head, ProxyBuilder, Response,
+};
+use crate::common::{Seen, Wire};
 use crate::common::{HOST, IO_TIMEOUT, PROBE_PATH};
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// Runs `op` again while it fails with EINTR. Some sandboxes (gVisor) interrupt a
-/// blocking socket call when a child process exits, although SIGCHLD is ignored; these
-/// tests start and stop proxies all the time.
-fn again<T>(mut op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
-    loop {
-        match op() {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            r => return r,
-        }
-    }
 }
 
 // ----------------------------------------------------------------- pki ----
@@ -137,90 +128,26 @@ impl Drop for TempDir {
     }
 }
 
-// -------------------------------------------------------------- reader ----
-
-/// Buffered HTTP/1.1 reading over any byte stream (TLS or not).
-struct HttpReader {
-    buf: Vec<u8>,
-}
-
-impl HttpReader {
-    fn new() -> HttpReader {
-        HttpReader { buf: Vec::new() }
-    }
-
-    fn fill(&mut self, s: &mut impl Read) -> io::Result<usize> {
-        let mut tmp = [0u8; 16 * 1024];
-        let n = match again(|| s.read(&mut tmp)) {
-            // A peer that closes TCP without close_notify: EOF all the same.
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => 0,
-            r => r?,
-        };
-        self.buf.extend_from_slice(&tmp[..n]);
-        Ok(n)
-    }
-
-    /// The next head including the blank line; `None` on EOF before its first byte.
-    fn head(&mut self, s: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
-        loop {
-            if let Some(end) = find(&self.buf, b"\r\n\r\n") {
-                return Ok(Some(self.buf.drain(..end + 4).collect()));
-            }
-            if self.fill(s)? == 0 {
-                if self.buf.is_empty() {
-                    return Ok(None);
-                }
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("EOF in a head: {}", show(&self.buf)),
-                ));
-            }
-        }
-    }
-
-    fn take(&mut self, s: &mut impl Read, n: usize) -> io::Result<Vec<u8>> {
-        while self.buf.len() < n {
-            if self.fill(s)? == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "EOF in a body"));
-            }
-        }
-        Ok(self.buf.drain(..n).collect())
-    }
-
-    fn rest(&mut self, s: &mut impl Read) -> io::Result<Vec<u8>> {
-        while self.fill(s)? > 0 {}
-        Ok(std::mem::take(&mut self.buf))
-    }
-}
-
 fn content_length(head: &Head) -> usize {
     head.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
 // ------------------------------------------------------------ upstream ----
 
-/// A request as the HTTPS upstream received it.
+/// A request as the HTTPS upstream received it: what the plain [`Upstream`] records,
+/// and the SNI.
 #[derive(Clone, Debug)]
 pub struct TlsSeen {
-    /// Which accepted connection (0, 1, ...) carried it.
-    pub conn: usize,
     /// The SNI the client sent (none for an IP address).
     pub sni: Option<String>,
-    pub head: Head,
-    pub body: Vec<u8>,
+    pub seen: Seen,
 }
 
-impl TlsSeen {
-    pub fn target(&self) -> &str {
-        self.head.start_line.split(' ').nth(1).unwrap_or("")
-    }
+impl std::ops::Deref for TlsSeen {
+    type Target = Seen;
 
-    pub fn method(&self) -> &str {
-        self.head.start_line.split(' ').next().unwrap_or("")
-    }
-
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.head.get(name)
+    fn deref(&self) -> &Seen {
+        &self.seen
     }
 }
 
@@ -337,26 +264,26 @@ fn serve_tls(mut sock: TcpStream, id: usize, config: Arc<ServerConfig>, book: &M
         Err(e) => return book.lock().unwrap().handshake_errors.push(e.to_string()),
     };
     while conn.is_handshaking() {
-        if let Err(e) = again(|| conn.complete_io(&mut sock)) {
+        if let Err(e) = retrying(|| conn.complete_io(&mut sock)) {
             return book.lock().unwrap().handshake_errors.push(e.to_string());
         }
     }
     let sni = conn.server_name().map(str::to_string);
     book.lock().unwrap().handshakes.push((id, conn.alpn_protocol().map(<[u8]>::to_vec)));
-    let mut tls = StreamOwned::new(conn, sock);
-    let mut reader = HttpReader::new();
+    let mut wire = Wire::new(StreamOwned::new(conn, sock));
     loop {
-        let raw_head = match reader.head(&mut tls) {
+        let raw_head = match wire.read_head() {
             Ok(Some(h)) => h,
             _ => return,
         };
         let head = Head::parse(&raw_head);
-        let body = match reader.take(&mut tls, content_length(&head)) {
+        let body = match wire.read_n(content_length(&head)) {
             Ok(b) => b,
             Err(_) => return,
         };
         let close = head.has_token("connection", "close");
-        let seen = TlsSeen { conn: id, sni: sni.clone(), head, body };
+        let seen = Seen { conn: id, raw_head, head, raw_body: body.clone(), body };
+        let seen = TlsSeen { sni: sni.clone(), seen };
         let answer = if seen.target().ends_with(PROBE_PATH) {
             book.lock().unwrap().probes.push(seen);
             reply(200, b"ok")
@@ -364,12 +291,13 @@ fn serve_tls(mut sock: TcpStream, id: usize, config: Arc<ServerConfig>, book: &M
             book.lock().unwrap().requests.push(seen);
             reply(200, name.as_bytes())
         };
-        if tls.write_all(&answer).and_then(|_| again(|| tls.flush())).is_err() {
+        let tls = &mut wire.stream;
+        if tls.write_all(&answer).and_then(|_| retrying(|| tls.flush())).is_err() {
             return;
         }
         if close {
             tls.conn.send_close_notify();
-            let _ = again(|| tls.flush());
+            let _ = retrying(|| tls.flush());
             return;
         }
     }
@@ -380,8 +308,7 @@ fn serve_tls(mut sock: TcpStream, id: usize, config: Arc<ServerConfig>, book: &M
 /// A blocking HTTPS/1.1 client over one connection, trusting one CA, offering ALPN
 /// http/1.1.
 pub struct TlsClient {
-    tls: StreamOwned<ClientConnection, TcpStream>,
-    reader: HttpReader,
+    wire: Wire<StreamOwned<ClientConnection, TcpStream>>,
 }
 
 impl TlsClient {
@@ -403,42 +330,29 @@ impl TlsClient {
         sock.set_write_timeout(Some(IO_TIMEOUT))?;
         sock.set_nodelay(true)?;
         while conn.is_handshaking() {
-            again(|| conn.complete_io(&mut sock))?;
+            retrying(|| conn.complete_io(&mut sock))?;
         }
-        Ok(TlsClient { tls: StreamOwned::new(conn, sock), reader: HttpReader::new() })
+        Ok(TlsClient { wire: Wire::new(StreamOwned::new(conn, sock)) })
     }
 
     /// The certificate the server presented (first of its chain).
     pub fn peer_cert(&self) -> Option<CertificateDer<'static>> {
-        self.tls.conn.peer_certificates().and_then(|c| c.first().cloned())
+        self.wire.stream.conn.peer_certificates().and_then(|c| c.first().cloned())
     }
 
     pub fn alpn(&self) -> Option<String> {
-        self.tls.conn.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned())
+        self.wire.stream.conn.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned())
     }
 
     pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.tls.write_all(bytes)?;
-        again(|| self.tls.flush())
+        let tls = &mut self.wire.stream;
+        tls.write_all(bytes)?;
+        retrying(|| tls.flush())
     }
 
-    /// The next response (Content-Length or until-close bodies; the proxy's answers and
-    /// the test upstreams' all say Content-Length).
+    /// The next response.
     pub fn response(&mut self) -> io::Result<Response> {
-        let raw_head = self
-            .reader
-            .head(&mut self.tls)?
-            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "closed before a response"))?;
-        let head = Head::parse(&raw_head);
-        let status = head.start_line.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-        let body = if head.get("content-length").is_some() {
-            self.reader.take(&mut self.tls, content_length(&head))?
-        } else {
-            self.reader.rest(&mut self.tls)?
-        };
-        let mut raw = raw_head;
-        raw.extend_from_slice(&body);
-        Ok(Response { raw, head, status, body })
+        read_response(&mut self.wire, false)
     }
 
     /// A keep-alive GET with `Host: app.test`.
