@@ -26,7 +26,7 @@ fn sighup_applies_a_new_config_file_and_ignores_a_broken_one() {
     assert_eq!(kept.response().text(), "A");
 
     write(&b.url(), "fail_threshold: 7\n");
-    proxy.signal("HUP");
+    proxy.signal(libc::SIGHUP);
     assert!(proxy.wait_for_log("configuration reloaded", ms(3000)), "{}", proxy.log());
     assert!(wait_until(ms(2000), || get(proxy.addr, "/").text() == "B"), "new requests go to the new primary");
     let state = proxy.state();
@@ -35,7 +35,7 @@ fn sighup_applies_a_new_config_file_and_ignores_a_broken_one() {
     assert_eq!(kept.response().status, 200, "an existing connection survives the reload");
 
     fs::write(&path, "primary: [not, a, url]\nunknown_key: 1\n").unwrap();
-    proxy.signal("HUP");
+    proxy.signal(libc::SIGHUP);
     assert!(proxy.wait_for_log("configuration not reloaded", ms(3000)), "{}", proxy.log());
     assert!(proxy.is_running(), "a broken file does not stop the proxy");
     assert_eq!(get(proxy.addr, "/").text(), "B", "the old configuration stays");

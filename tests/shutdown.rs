@@ -27,7 +27,7 @@ fn in_flight_request_finishes_after_sigterm_and_exit_is_0() {
     c.send(GET);
     thread::sleep(ms(150));
     let t0 = Instant::now();
-    proxy.signal("TERM");
+    proxy.signal(libc::SIGTERM);
     let r = c.response();
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.text(), "slow done");
@@ -50,7 +50,7 @@ fn idle_keep_alive_connection_is_closed_and_a_late_request_is_answered() {
     late.send(GET);
     assert_eq!(late.response().status, 200);
 
-    proxy.signal("TERM");
+    proxy.signal(libc::SIGTERM);
     thread::sleep(ms(50));
     // A request already on its way when the proxy starts stopping is still answered, and
     // told to close.
@@ -75,7 +75,7 @@ fn shutdown_timeout_bounds_the_wait() {
     c.send(GET);
     thread::sleep(ms(100));
     let t0 = Instant::now();
-    proxy.signal("TERM");
+    proxy.signal(libc::SIGTERM);
     assert_eq!(proxy.wait_exit(ms(5000)), Some(0), "exits once --shutdown-timeout passed");
     assert!(t0.elapsed() < ms(3000), "bounded by --shutdown-timeout: {:?}", t0.elapsed());
     assert!(proxy.log().contains("shutdown-timeout"), "says it gave up waiting:\n{}", proxy.log());

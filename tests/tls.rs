@@ -407,7 +407,7 @@ fn sighup_reloads_the_certificate_without_dropping_connections() {
     assert_eq!(old.peer_cert(), Some(leaf_a.cert_der.clone()));
 
     dir.write_leaf("listener", &leaf_b);
-    proxy.sighup();
+    proxy.signal(libc::SIGHUP);
     let reloaded = wait_until(Duration::from_secs(5), || {
         TlsClient::connect(proxy.addr, &ca_b, "localhost").is_ok_and(|c| c.peer_cert() == Some(leaf_b.cert_der.clone()))
     });
@@ -431,7 +431,7 @@ fn sighup_with_broken_files_keeps_the_old_certificate() {
     let mut proxy = TlsProxy::start(listener_proxy(&primary, &backup, &dir, &leaf_a), &ca_a, false);
 
     let cert_path = dir.write("listener.crt", "not a certificate\n");
-    proxy.sighup();
+    proxy.signal(libc::SIGHUP);
     let logged = wait_until(Duration::from_secs(5), || {
         let log = proxy.log();
         log.contains("--tls-cert") || log.contains(&cert_path)
@@ -444,7 +444,7 @@ fn sighup_with_broken_files_keeps_the_old_certificate() {
 
     // Good files again: the next SIGHUP takes them.
     dir.write_leaf("listener", &leaf_b);
-    proxy.sighup();
+    proxy.signal(libc::SIGHUP);
     let reloaded = wait_until(Duration::from_secs(5), || TlsClient::connect(proxy.addr, &ca_b, "localhost").is_ok());
     assert!(reloaded, "certificate B not served within 5s of the second SIGHUP");
 }

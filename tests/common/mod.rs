@@ -844,10 +844,13 @@ impl Proxy {
         matches!(self.child.try_wait(), Ok(None))
     }
 
-    /// Sends a signal (e.g. "TERM", "HUP") to the proxy process.
-    pub fn signal(&self, name: &str) {
-        let ok = Command::new("kill").arg(format!("-{name}")).arg(self.child.id().to_string()).status();
-        assert!(ok.is_ok_and(|s| s.success()), "kill -{name} failed");
+    /// Sends a signal (e.g. `libc::SIGTERM`) to the proxy process, with kill(2): no extra
+    /// child process.
+    pub fn signal(&self, sig: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
+        // SAFETY: kill(2) with a pid this guard spawned and has not reaped yet.
+        let rc = unsafe { libc::kill(pid, sig) };
+        assert_eq!(rc, 0, "kill -{sig} {pid}: {}", io::Error::last_os_error());
     }
 
     /// Waits up to `limit` for the process to exit; its exit code (None: still running or
@@ -937,6 +940,12 @@ impl ProxyBuilder {
     }
 
     pub fn start(self) -> Proxy {
+        self.start_when(Vec::new, |addr| matches!(try_get(addr, "/__failover/health"), Ok(r) if r.status == 200))
+    }
+
+    /// Like [`ProxyBuilder::start`], with the flags `per_try` returns added (afresh for each
+    /// attempt: more ports, say), and ready once `ready(listen address)` holds.
+    pub fn start_when(self, mut per_try: impl FnMut() -> Vec<String>, ready: impl Fn(SocketAddr) -> bool) -> Proxy {
         let mut last = String::new();
         for _attempt in 0..4 {
             let addr = self.fixed_listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], free_port())));
@@ -944,6 +953,7 @@ impl ProxyBuilder {
             if self.fixed_listen.is_none() {
                 args.push(format!("--listen={addr}"));
             }
+            args.extend(per_try());
             let log_path = temp_path("stderr");
             let out_path = temp_path("stdout");
             let mut cmd = Command::new(env!("CARGO_BIN_EXE_failover"));
@@ -957,12 +967,7 @@ impl ProxyBuilder {
             }
             let child = cmd.spawn().expect("spawn failover");
             let mut proxy = Proxy { child, addr, log_path, out_path };
-            let ready = wait_until(Duration::from_secs(10), || {
-                if !proxy.is_running() {
-                    return true;
-                }
-                matches!(try_get(addr, "/__failover/health"), Ok(r) if r.status == 200)
-            });
+            let ready = wait_until(Duration::from_secs(10), || !proxy.is_running() || ready(addr));
             if ready && proxy.is_running() {
                 return proxy;
             }

@@ -10,12 +10,12 @@
 //! `crate::common`.
 #![allow(dead_code)]
 
+use std::cell::Cell;
 use std::collections::HashSet;
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
@@ -25,10 +25,8 @@ use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection, StreamOwned};
 
-use crate::common::{
-    free_port, ms, read_response, reply, retrying, temp_path, wait_until, Head, ProxyBuilder, Response,
-};
-use crate::common::{Seen, Wire};
+use crate::common::{free_port, ms, read_response, reply, retrying, temp_path, Head, ProxyBuilder, Response};
+use crate::common::{Proxy, Seen, Wire};
 use crate::common::{HOST, IO_TIMEOUT, PROBE_PATH};
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -372,71 +370,35 @@ pub fn tls_get(addr: SocketAddr, trust: &Ca, path: &str) -> io::Result<Response>
 /// The real binary with `--tls-cert`/`--tls-key` (given in the builder), listening with
 /// TLS on `addr` and, when asked, in plain HTTP on `http_addr`. Killed on drop.
 pub struct TlsProxy {
-    child: Child,
-    pub addr: SocketAddr,
+    pub proxy: Proxy,
     pub http_addr: Option<SocketAddr>,
-    log_path: PathBuf,
 }
 
 impl TlsProxy {
     /// Starts the proxy and waits until `GET /__failover/health` answers over TLS, with
     /// the listener's certificate verified against `trust` for `localhost`.
     pub fn start(builder: ProxyBuilder, trust: &Ca, plain_too: bool) -> TlsProxy {
-        let mut last = String::new();
-        for _attempt in 0..4 {
-            let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-            let http_addr = plain_too.then(|| SocketAddr::from(([127, 0, 0, 1], free_port())));
-            let mut args = builder.arg_list();
-            args.push(format!("--listen={addr}"));
-            if let Some(h) = http_addr {
-                args.push(format!("--listen-http={h}"));
-            }
-            let log_path = temp_path("tls-stderr");
-            let child = Command::new(env!("CARGO_BIN_EXE_failover"))
-                .args(&args)
-                .env_remove("RUST_LOG")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(File::create(&log_path).expect("stderr file"))
-                .spawn()
-                .expect("spawn failover");
-            let mut proxy = TlsProxy { child, addr, http_addr, log_path };
-            let ready = wait_until(Duration::from_secs(10), || {
-                !proxy.is_running() || matches!(tls_get(addr, trust, "/__failover/health"), Ok(r) if r.status == 200)
-            });
-            if ready && proxy.is_running() {
-                return proxy;
-            }
-            let status = proxy.child.try_wait().ok().flatten();
-            last = format!("failover {args:?} not ready on {addr} (exit: {status:?}); stderr:\n{}", proxy.log());
-        }
-        panic!("{last}");
-    }
-
-    pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    pub fn log(&self) -> String {
-        fs::read_to_string(&self.log_path).unwrap_or_default()
-    }
-
-    /// `kill -HUP <pid>` (with kill(2): no extra child process).
-    pub fn sighup(&self) {
-        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
-        // SAFETY: kill(2) with a pid this guard spawned and has not reaped yet.
-        let rc = unsafe { libc::kill(pid, libc::SIGHUP) };
-        assert_eq!(rc, 0, "kill -HUP {pid}: {}", io::Error::last_os_error());
+        let http_addr = Cell::new(None);
+        let per_try = || {
+            http_addr.set(plain_too.then(|| SocketAddr::from(([127, 0, 0, 1], free_port()))));
+            http_addr.get().map(|h| format!("--listen-http={h}")).into_iter().collect()
+        };
+        let ready = |addr| matches!(tls_get(addr, trust, "/__failover/health"), Ok(r) if r.status == 200);
+        let proxy = builder.start_when(per_try, ready);
+        TlsProxy { proxy, http_addr: http_addr.get() }
     }
 }
 
-impl Drop for TlsProxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if thread::panicking() {
-            eprintln!("---- proxy {} stderr ----\n{}---- end ----", self.addr, self.log());
-        }
-        let _ = fs::remove_file(&self.log_path);
+impl std::ops::Deref for TlsProxy {
+    type Target = Proxy;
+
+    fn deref(&self) -> &Proxy {
+        &self.proxy
+    }
+}
+
+impl std::ops::DerefMut for TlsProxy {
+    fn deref_mut(&mut self) -> &mut Proxy {
+        &mut self.proxy
     }
 }
