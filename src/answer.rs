@@ -8,13 +8,18 @@ use crate::buffer::{Buf, Writer};
 pub fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        206 => "Partial Content",
+        301 => "Moved Permanently",
+        304 => "Not Modified",
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
         413 => "Content Too Large",
         414 => "URI Too Long",
+        416 => "Range Not Satisfiable",
         417 => "Expectation Failed",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         501 => "Not Implemented",
@@ -69,15 +74,19 @@ impl Answer<'_> {
     }
 
     pub fn write(&self, out: &mut Buf) {
-        let mut w = Writer { buf: out, overflow: false };
+        self.put(&mut Writer { buf: out, overflow: false });
+    }
+
+    /// [`Answer::write`] into a caller's writer, so an overflow shows in its flag.
+    pub fn put(&self, w: &mut Writer) {
         w.put(b"HTTP/1.1 ");
-        put_num(&mut w, self.status as u64);
+        put_num(w, self.status as u64);
         w.put(b" ");
         w.put(reason(self.status).as_bytes());
         w.put(b"\r\nServer: failover\r\nContent-Type: ");
         w.put(self.content_type.as_bytes());
         w.put(b"\r\nContent-Length: ");
-        put_num(&mut w, self.body.len() as u64);
+        put_num(w, self.body.len() as u64);
         w.put(b"\r\nCache-Control: no-store\r\n");
         w.put(self.extra.as_bytes());
         if self.close {
@@ -88,6 +97,25 @@ impl Answer<'_> {
             w.put(self.body);
         }
     }
+}
+
+/// A JSON string literal.
+pub fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 fn put_num(w: &mut Writer, mut n: u64) {

@@ -16,8 +16,9 @@ use std::sync::Arc;
 
 use crate::buffer::BUF_SIZE;
 use crate::http1::{Limits, MAX_HEADERS};
+use crate::static_files::Site;
 use crate::tls::{ListenerTls, UpstreamTls};
-use crate::upstream::{HostPolicy, UpstreamUrl};
+use crate::upstream::{self, HostPolicy, Kind, Origin, Upstream, MAX_UPSTREAMS};
 
 /// A setup error: one line naming the flag or key and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,9 +43,11 @@ pub struct Flags {
     /// Primary upstream URL, http://host[:port][/prefix] (required, here or in the config file)
     #[arg(long, value_name = "URL")]
     pub primary: Option<String>,
-    /// Backup upstream URL, http://host[:port][/prefix] (required, here or in the config file)
+    /// Backup upstream URL: http[s]://host[:port][/prefix], or file:///dir (a directory the proxy
+    /// serves itself). Repeat for a chain: the first healthy one in order serves (required, here
+    /// or in the config file)
     #[arg(long, value_name = "URL")]
-    pub backup: Option<String>,
+    pub backup: Vec<String>,
     /// Listen address [default: 0.0.0.0:8080]
     #[arg(long, value_name = "ADDRESS")]
     pub listen: Option<String>,
@@ -112,27 +115,34 @@ pub struct Flags {
     /// PEM CA bundle that replaces the default roots for an https:// primary
     #[arg(long, value_name = "FILE")]
     pub primary_ca: Option<String>,
-    /// PEM CA bundle that replaces the default roots for an https:// backup
+    /// PEM CA bundle that replaces the default roots for the https:// backups
     #[arg(long, value_name = "FILE")]
     pub backup_ca: Option<String>,
     /// Do not verify the primary's certificate (logged as a warning)
     #[arg(long)]
     pub primary_insecure: bool,
-    /// Do not verify the backup's certificate (logged as a warning)
+    /// Do not verify the https:// backups' certificates (logged as a warning)
     #[arg(long)]
     pub backup_insecure: bool,
     /// TLS server name to send and verify for the primary [default: the URL's host]
     #[arg(long, value_name = "NAME")]
     pub primary_sni: Option<String>,
-    /// TLS server name to send and verify for the backup [default: the URL's host]
+    /// TLS server name to send and verify for the https:// backups [default: the URL's host]
     #[arg(long, value_name = "NAME")]
     pub backup_sni: Option<String>,
     /// Host header for the primary: client, upstream or a literal [default: client for http://, upstream for https://]
     #[arg(long, value_name = "POLICY")]
     pub primary_host_header: Option<String>,
-    /// Host header for the backup: client, upstream or a literal [default: client for http://, upstream for https://]
+    /// Host header for the backups: client, upstream or a literal [default: client for http://, upstream for https://]
     #[arg(long, value_name = "POLICY")]
     pub backup_host_header: Option<String>,
+    /// A file:// backup answers every request with this status and its sorry page (e.g. 503)
+    /// instead of serving the directory
+    #[arg(long, value_name = "STATUS")]
+    pub backup_status: Option<u16>,
+    /// The page a file:// backup with --backup-status serves [default: index.html in its directory]
+    #[arg(long, value_name = "FILE")]
+    pub sorry_page: Option<String>,
     /// PEM certificate chain: the listener speaks TLS (with --tls-key); reloaded on SIGHUP
     #[arg(long, value_name = "FILE")]
     pub tls_cert: Option<String>,
@@ -158,7 +168,8 @@ pub struct Flags {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     primary: Option<String>,
-    backup: Option<String>,
+    /// A URL, or a list of URLs and `{url, ca, sni, host_header, insecure, status, sorry_page}`.
+    backup: Option<serde_yaml::Value>,
     listen: Option<String>,
     check_interval: Option<Scalar>,
     check_timeout: Option<Scalar>,
@@ -188,6 +199,8 @@ struct FileConfig {
     backup_sni: Option<String>,
     primary_host_header: Option<String>,
     backup_host_header: Option<String>,
+    backup_status: Option<u16>,
+    sorry_page: Option<String>,
     tls_cert: Option<String>,
     tls_key: Option<String>,
     listen_http: Option<String>,
@@ -233,8 +246,8 @@ impl Scalar {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
-    pub primary: UpstreamUrl,
-    pub backup: UpstreamUrl,
+    /// The chain: the primary, then the backups in order of priority.
+    pub upstreams: Vec<Upstream>,
     pub check_interval: Duration,
     pub check_timeout: Duration,
     pub health_path: String,
@@ -251,7 +264,7 @@ pub struct Config {
     /// Client connections per process before accepting pauses.
     pub max_connections: usize,
     pub workers: usize,
-    /// Primary statuses retried on the backup (sorted, deduplicated).
+    /// Statuses that send a replayable request on to the next upstream (sorted, deduplicated).
     pub retry_on_status: Vec<u16>,
     pub retry_buffer: u64,
     pub min_backup_time: Duration,
@@ -264,14 +277,7 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn upstream(&self, t: crate::upstream::Target) -> &UpstreamUrl {
-        match t {
-            crate::upstream::Target::Primary => &self.primary,
-            crate::upstream::Target::Backup => &self.backup,
-        }
-    }
-
-    /// Probe period while the primary is suspect: a quarter of the interval, at least 50ms.
+    /// Probe period while the serving upstream is suspect: a quarter of the interval, at least 50ms.
     pub fn fast_interval(&self) -> Duration {
         (self.check_interval / 4).max(Duration::from_millis(50)).min(self.check_interval)
     }
@@ -317,7 +323,6 @@ fn read_file(path: &PathBuf) -> Result<FileConfig, Error> {
 fn merge(f: Flags, y: FileConfig) -> Result<Config, Error> {
     let text = |flag: Option<String>, file: Option<Scalar>| flag.or(file.map(Scalar::into_text));
     let primary = f.primary.or(y.primary).ok_or_else(|| err("primary", "is required (an http:// URL)"))?;
-    let backup = f.backup.or(y.backup).ok_or_else(|| err("backup", "is required (an http:// URL)"))?;
     let listen = f.listen.or(y.listen).unwrap_or_else(|| "0.0.0.0:8080".into());
 
     let duration = |key: &str, v: Option<String>, default: &str, min: Duration| {
@@ -389,26 +394,35 @@ fn merge(f: Flags, y: FileConfig) -> Result<Config, Error> {
         return Err(err("health-path", format!("{health_path:?} must start with / and contain no spaces")));
     }
 
-    let primary = upstream(
-        "primary",
-        &primary,
-        UpstreamOpts {
-            ca: f.primary_ca.or(y.primary_ca),
-            insecure: f.primary_insecure || y.primary_insecure.unwrap_or(false),
-            sni: f.primary_sni.or(y.primary_sni),
-            host_header: f.primary_host_header.or(y.primary_host_header),
-        },
-    )?;
-    let backup = upstream(
-        "backup",
-        &backup,
-        UpstreamOpts {
-            ca: f.backup_ca.or(y.backup_ca),
-            insecure: f.backup_insecure || y.backup_insecure.unwrap_or(false),
-            sni: f.backup_sni.or(y.backup_sni),
-            host_header: f.backup_host_header.or(y.backup_host_header),
-        },
-    )?;
+    let primary = Spec {
+        url: primary,
+        ca: f.primary_ca.or(y.primary_ca),
+        insecure: f.primary_insecure || y.primary_insecure.unwrap_or(false),
+        sni: f.primary_sni.or(y.primary_sni),
+        host_header: f.primary_host_header.or(y.primary_host_header),
+        status: None,
+        sorry_page: None,
+        item: None,
+    };
+    let all_backups = Spec {
+        url: String::new(),
+        ca: f.backup_ca.or(y.backup_ca),
+        insecure: f.backup_insecure || y.backup_insecure.unwrap_or(false),
+        sni: f.backup_sni.or(y.backup_sni),
+        host_header: f.backup_host_header.or(y.backup_host_header),
+        status: f.backup_status.or(y.backup_status),
+        sorry_page: f.sorry_page.or(y.sorry_page),
+        item: None,
+    };
+    let backups = if !f.backup.is_empty() {
+        f.backup.into_iter().map(|url| Spec { url, ..Spec::default() }).collect()
+    } else {
+        match y.backup {
+            Some(v) => backup_specs(v)?,
+            None => Vec::new(),
+        }
+    };
+    let upstreams = chain(primary, backups, all_backups)?;
     let tls = match (f.tls_cert.or(y.tls_cert), f.tls_key.or(y.tls_key)) {
         (Some(cert), Some(key)) => Some(Arc::new(ListenerTls::load(&cert, &key).map_err(|(which, e)| err(which, e))?)),
         (Some(_), None) => return Err(err("tls-key", "is required with --tls-cert")),
@@ -424,8 +438,7 @@ fn merge(f: Flags, y: FileConfig) -> Result<Config, Error> {
         tls,
         listen_http,
         listen: parse_listen(&listen)?,
-        primary,
-        backup,
+        upstreams,
         check_interval,
         check_timeout,
         health_path,
@@ -449,35 +462,197 @@ fn merge(f: Flags, y: FileConfig) -> Result<Config, Error> {
     })
 }
 
-struct UpstreamOpts {
+/// One upstream as configured, before it is checked.
+#[derive(Debug, Default)]
+struct Spec {
+    /// Where it was set, for errors: `Some(n)` is item n of the YAML `backup` list.
+    item: Option<usize>,
+    url: String,
     ca: Option<String>,
     insecure: bool,
     sni: Option<String>,
     host_header: Option<String>,
+    status: Option<u16>,
+    sorry_page: Option<String>,
 }
 
-/// Parses an upstream URL with its per-upstream options (`name` is primary or backup).
-fn upstream(name: &str, url: &str, o: UpstreamOpts) -> Result<UpstreamUrl, Error> {
-    let mut up = UpstreamUrl::parse(url).map_err(|e| err(name, e))?;
-    if let Some(h) = o.host_header {
-        up.host_header = HostPolicy::parse(&h).map_err(|e| err(&format!("{name}-host-header"), e))?;
-    }
-    if !up.tls {
-        for (set, key) in [(o.ca.is_some(), "ca"), (o.insecure, "insecure"), (o.sni.is_some(), "sni")] {
-            if set {
-                return Err(err(&format!("{name}-{key}"), format!("only applies to an https:// {name}")));
+/// The `backup` key of the YAML file: a URL, or a list of URLs and objects.
+fn backup_specs(v: serde_yaml::Value) -> Result<Vec<Spec>, Error> {
+    use serde_yaml::Value;
+    let key = |i: usize, field: &str, what: &str| err("config", format!("backup item {i}: {field}: {what}"));
+    let items = match v {
+        Value::String(url) => return Ok(vec![Spec { url, ..Spec::default() }]),
+        Value::Sequence(items) => items,
+        _ => return Err(err("config", "backup: must be a URL or a list of URLs and {url, ...} entries")),
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let i = i + 1;
+        let map = match item {
+            Value::String(url) => {
+                out.push(Spec { item: Some(i), url, ..Spec::default() });
+                continue;
+            }
+            Value::Mapping(map) => map,
+            _ => return Err(err("config", format!("backup item {i}: must be a URL or {{url, ...}}"))),
+        };
+        let mut spec = Spec { item: Some(i), ..Spec::default() };
+        for (k, v) in map {
+            let field = k.as_str().unwrap_or("?").to_string();
+            let text = |v: &Value| match v {
+                Value::String(s) => Ok(s.clone()),
+                _ => Err(key(i, &field, "must be a string")),
+            };
+            match field.as_str() {
+                "url" => spec.url = text(&v)?,
+                "ca" => spec.ca = Some(text(&v)?),
+                "sni" => spec.sni = Some(text(&v)?),
+                "host_header" => spec.host_header = Some(text(&v)?),
+                "sorry_page" => spec.sorry_page = Some(text(&v)?),
+                "insecure" => spec.insecure = v.as_bool().ok_or_else(|| key(i, &field, "must be true or false"))?,
+                "status" => {
+                    let n = v.as_u64().and_then(|n| u16::try_from(n).ok());
+                    spec.status = Some(n.ok_or_else(|| key(i, &field, "must be a status code like 503"))?);
+                }
+                _ => {
+                    return Err(key(i, &field, "unknown key (url, ca, sni, host_header, insecure, status, sorry_page)"))
+                }
             }
         }
-        return Ok(up);
+        if spec.url.is_empty() {
+            return Err(key(i, "url", "is required"));
+        }
+        out.push(spec);
     }
-    let sni = o.sni.unwrap_or_else(|| up.host.trim_start_matches('[').trim_end_matches(']').to_string());
-    let tls = UpstreamTls::new(&sni, o.ca.as_deref(), o.insecure).map_err(|e| {
-        let key = if e.contains("server name") { format!("{name}-sni") } else { format!("{name}-ca") };
-        err(&key, e)
+    Ok(out)
+}
+
+/// Checks and builds the chain: the primary, then the backups. Options given for all
+/// backups (`--backup-ca`, ...) apply to each backup they fit, unless the backup's own
+/// entry sets them.
+fn chain(primary: Spec, backups: Vec<Spec>, all: Spec) -> Result<Vec<Upstream>, Error> {
+    if backups.is_empty() {
+        return Err(err("backup", "is required (an http://, https:// or file:// URL)"));
+    }
+    if backups.len() >= MAX_UPSTREAMS {
+        return Err(err("backup", format!("{} backups is too many (at most {})", backups.len(), MAX_UPSTREAMS - 1)));
+    }
+    if upstream::file_path(&primary.url).is_some() {
+        return Err(err("primary", format!("{:?}: a directory (file://) can only be a backup", primary.url)));
+    }
+    let mut out = vec![build(0, primary)?];
+    let mut used = [false; 4];
+    for (i, mut spec) in backups.into_iter().enumerate() {
+        let index = i + 1;
+        let https = spec.url.trim().starts_with("https://");
+        let site = upstream::file_path(&spec.url).is_some();
+        // (value for all backups, whether it fits this one)
+        if https {
+            used[0] |= fill(&mut spec.ca, &all.ca);
+            used[1] |= fill(&mut spec.sni, &all.sni);
+            spec.insecure |= all.insecure;
+            used[2] |= all.insecure;
+        }
+        if !site {
+            used[3] |= fill(&mut spec.host_header, &all.host_header);
+        } else {
+            spec.status = spec.status.or(all.status);
+            if spec.sorry_page.is_none() {
+                spec.sorry_page.clone_from(&all.sorry_page);
+            }
+        }
+        out.push(build(index, spec)?);
+    }
+    let sites = out.iter().any(|u| u.site().is_some());
+    let checks: [(bool, bool, &str, &str); 6] = [
+        (all.ca.is_some(), used[0], "backup-ca", "an https:// backup"),
+        (all.sni.is_some(), used[1], "backup-sni", "an https:// backup"),
+        (all.insecure, used[2], "backup-insecure", "an https:// backup"),
+        (all.host_header.is_some(), used[3], "backup-host-header", "an http(s):// backup"),
+        (all.status.is_some(), sites, "backup-status", "a file:// backup"),
+        (all.sorry_page.is_some(), sites, "sorry-page", "a file:// backup with --backup-status"),
+    ];
+    for (given, fits, key, what) in checks {
+        if given && !fits {
+            return Err(err(key, format!("only applies to {what}")));
+        }
+    }
+    Ok(out)
+}
+
+/// `slot` takes `all`'s value if it has none of its own; returns whether `all` has one.
+fn fill(slot: &mut Option<String>, all: &Option<String>) -> bool {
+    if slot.is_none() {
+        slot.clone_from(all);
+    }
+    all.is_some()
+}
+
+/// Parses the upstream at `index` of the chain with its options. Errors name the flag
+/// (`--primary-ca`, `--backup: backup2: ...`) or the YAML list item it came from.
+fn build(index: usize, s: Spec) -> Result<Upstream, Error> {
+    let name = upstream::name_of(index);
+    let role = if index == 0 { "primary" } else { "backup" };
+    let which = if index > 1 { format!("{name}: ") } else { String::new() };
+    let fail = |field: &str, what: String| match s.item {
+        Some(n) => Error(format!("--config: backup item {n}: {}: {what}", field.replace('-', "_"))),
+        None => Error(format!("--{role}-{field}: {which}{what}")),
+    };
+    let url_error = |what: String| match s.item {
+        Some(n) => Error(format!("--config: backup item {n}: {what}")),
+        None => Error(format!("--{role}: {which}{what}")),
+    };
+    let url = s.url.trim().to_string();
+    if let Some(path) = upstream::file_path(&url) {
+        let path = path.map_err(&url_error)?;
+        for (set, field) in [(s.ca.is_some(), "ca"), (s.insecure, "insecure"), (s.sni.is_some(), "sni")] {
+            if set {
+                return Err(fail(field, "only applies to an https:// upstream".into()));
+            }
+        }
+        if s.host_header.is_some() {
+            return Err(fail("host-header", "only applies to an http(s):// upstream".into()));
+        }
+        if let Some(st) = s.status.filter(|st| !(200..=599).contains(st)) {
+            return Err(fail("status", format!("{st} must be a status between 200 and 599")));
+        }
+        if s.sorry_page.is_some() && s.status.is_none() {
+            return Err(fail("sorry-page", "needs --backup-status (the status the page is served with)".into()));
+        }
+        let site =
+            Site::open(std::path::Path::new(path), s.status, s.sorry_page.as_deref()).map_err(&url_error)?;
+        return Ok(Upstream { url, name, kind: Kind::Site(site) });
+    }
+    if s.status.is_some() || s.sorry_page.is_some() {
+        let field = if s.status.is_some() { "status" } else { "sorry-page" };
+        return Err(fail(field, "only applies to a file:// backup".into()));
+    }
+    let mut o = Origin::parse(&url).map_err(&url_error)?;
+    if let Some(h) = s.host_header {
+        o.host_header = HostPolicy::parse(&h).map_err(|e| fail("host-header", e))?;
+    }
+    if !o.tls {
+        for (set, field) in [(s.ca.is_some(), "ca"), (s.insecure, "insecure"), (s.sni.is_some(), "sni")] {
+            if set {
+                return Err(fail(
+                    field,
+                    format!("only applies to an https:// {}", if index == 0 { "primary" } else { "backup" }),
+                ));
+            }
+        }
+        return Ok(Upstream { url, name, kind: Kind::Origin(o) });
+    }
+    let sni = s.sni.unwrap_or_else(|| o.host.trim_start_matches('[').trim_end_matches(']').to_string());
+    let tls = UpstreamTls::new(&sni, s.ca.as_deref(), s.insecure).map_err(|e| {
+        if e.contains("server name") {
+            fail("sni", e)
+        } else {
+            fail("ca", e)
+        }
     })?;
-    up.tls_client = Some(Arc::new(tls));
-    up.insecure = o.insecure;
-    Ok(up)
+    o.tls_client = Some(Arc::new(tls));
+    o.insecure = s.insecure;
+    Ok(Upstream { url, name, kind: Kind::Origin(o) })
 }
 
 /// Each proxied connection needs two descriptors (client and upstream), plus some for
@@ -644,7 +819,11 @@ mod tests {
             (&["--health-path=healthz"], "--health-path"),
             (&["--primary=gopher://example.com"], "--primary"),
             (&["--primary-host-header=a b"], "--primary-host-header"),
-            (&["--backup-ca=/nonexistent.pem", "--backup=https://127.0.0.1:2"], "--backup-ca"),
+            (&["--backup-ca=/nonexistent.pem", "--backup=https://127.0.0.1:3"], "--backup-ca"),
+            (&["--backup-ca=/nonexistent.pem"], "--backup-ca"),
+            (&["--backup=file:///nonexistent-dir"], "--backup"),
+            (&["--backup-status=503"], "--backup-status"),
+            (&["--primary=file:///tmp"], "--primary"),
             (&["--backup=ftp://x"], "--backup"),
             (&["--retry-on-status=200"], "--retry-on-status"),
             (&["--retry-on-status=5xx"], "--retry-on-status"),
@@ -678,7 +857,7 @@ mod tests {
         assert_eq!(c.fail_threshold, 4, "flag wins over file");
         assert_eq!(c.max_body, 1 << 20);
         assert!(c.json_logs);
-        assert_eq!(c.backup.prefix, "/b");
+        assert_eq!(c.upstreams[1].origin().map(|o| o.prefix.as_str()), Some("/b"));
         assert_eq!(c.retry_on_status, vec![502, 503]);
         assert_eq!(c.min_backup_time, Duration::from_secs(30));
 

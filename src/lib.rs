@@ -1,22 +1,40 @@
-//! `failover`: a tiny, fast HTTP/1.1 reverse proxy that routes to a primary upstream,
-//! health-checks it, fails over to a backup and fails back when the primary recovers.
+//! `failover`: a tiny, fast HTTP/1.1 reverse proxy that routes to the first healthy
+//! upstream of a chain (a primary, then backups: origins or a directory it serves itself),
+//! health-checks them all, fails over down the chain and back up when they recover.
 //!
-//! Data flows one way: listener → [`client`] state machine → route ([`health`]) →
-//! [`upstream`] connection → back to the client. [`worker`] runs one event loop per core.
+//! Data flows one way: listener → [`client`] state machine → [`exchange`] (one request) →
+//! [`relay`] to an upstream connection ([`uplink`]) or a file ([`static_files`]) → back to
+//! the client. [`retry`] decides re-sends, [`health`] counts checks and routes, and
+//! [`worker`] runs one event loop per core.
 
-pub mod answer;
+mod admin;
+mod answer;
 pub mod buffer;
-pub mod client;
+mod client;
+mod client_io;
 pub mod config;
+mod control;
+mod exchange;
 pub mod framing;
-pub mod health;
+mod health;
 pub mod http1;
-pub mod logging;
-pub mod readiness;
-pub mod server;
-pub mod timer;
-pub mod tls;
-pub mod token;
-pub mod transport;
-pub mod upstream;
-pub mod worker;
+mod httpdate;
+mod logging;
+mod probe;
+mod readiness;
+mod relay;
+mod retry;
+mod server;
+mod static_files;
+mod stats;
+mod timer;
+mod tls;
+mod token;
+mod transport;
+mod uplink;
+mod upstream;
+mod worker;
+
+pub use config::{Config, Flags};
+pub use logging::init as init_logging;
+pub use server::{raise_nofile_limit, run};

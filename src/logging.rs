@@ -4,7 +4,7 @@
 
 use std::io::Write;
 
-use crate::health::json_str;
+use crate::answer::json_str;
 
 pub fn init(json: bool) {
     let mut b = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 
-use failover::config::{Config, Flags};
+use failover::{Config, Flags};
 
 fn main() {
     let flags = match Flags::try_parse() {
@@ -16,7 +16,7 @@ fn main() {
         }
         Err(e) => e.exit(),
     };
-    failover::server::raise_nofile_limit();
+    failover::raise_nofile_limit();
     let cfg = match Config::from_flags(flags) {
         Ok(cfg) => cfg,
         Err(e) => {
@@ -24,13 +24,13 @@ fn main() {
             std::process::exit(2);
         }
     };
-    failover::logging::init(cfg.json_logs);
+    failover::init_logging(cfg.json_logs);
     // SIGHUP: the same flags, the config file read again.
     let reload = || match Flags::try_parse() {
         Ok(flags) => Config::from_flags(flags).map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string().lines().next().unwrap_or("invalid arguments").to_string()),
     };
-    if let Err(e) = failover::server::run(cfg, reload) {
+    if let Err(e) = failover::run(cfg, reload) {
         log::error!("{e}");
         std::process::exit(1);
     }

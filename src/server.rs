@@ -12,8 +12,11 @@ use std::time::Instant;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::config::Config;
-use crate::health::Shared;
-use crate::worker::Worker;
+use crate::control::Control;
+use crate::health::Board;
+use crate::stats::Stats;
+use crate::upstream::Kind;
+use crate::worker::{Shared, Worker};
 
 /// Binds a non-blocking listener that other listeners on the same address share.
 pub fn bind(addr: SocketAddr) -> io::Result<mio::net::TcpListener> {
@@ -34,7 +37,11 @@ pub fn run(cfg: Config, reload: impl Fn() -> Result<Config, String>) -> io::Resu
     // also makes the proxy stop on SIGTERM when it runs as PID 1 in a container.
     let signals = block_signals();
     let mut cfg = Arc::new(cfg);
-    let shared = Arc::new(Shared::new());
+    let shared = Shared {
+        board: Arc::new(Board::new(&cfg)),
+        control: Arc::new(Control::new()),
+        stats: Arc::new(Stats::default()),
+    };
     let start = Instant::now();
     let listen =
         |addr: SocketAddr| bind(addr).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")));
@@ -46,9 +53,13 @@ pub fn run(cfg: Config, reload: impl Fn() -> Result<Config, String>) -> io::Resu
         }
         per_worker.push(ls);
     }
-    for (name, up) in [("primary", &cfg.primary), ("backup", &cfg.backup)] {
-        if up.insecure {
-            log::warn!("{name} {}: certificate verification is OFF (--{name}-insecure)", up.url);
+    for (i, up) in cfg.upstreams.iter().enumerate() {
+        if let Some(first) = cfg.upstreams[..i].iter().find(|u| u.url == up.url) {
+            log::warn!("{} {} is also {}: a failure of one is a failure of both", up.name, up.url, first.name);
+        }
+        if up.origin().is_some_and(|o| o.insecure) {
+            let flag = if up.name == "primary" { "primary" } else { "backup" };
+            log::warn!("{} {}: certificate verification is OFF (--{flag}-insecure)", up.name, up.url);
         }
     }
     let mut workers = Vec::with_capacity(cfg.workers);
@@ -57,11 +68,10 @@ pub fn run(cfg: Config, reload: impl Fn() -> Result<Config, String>) -> io::Resu
     }
     let scheme = if cfg.tls.is_some() { "https" } else { "http" };
     log::info!(
-        "listening on {scheme}://{} workers={} primary={} backup={} check_interval={:?} fail_threshold={} recover_threshold={}",
+        "listening on {scheme}://{} workers={} {} check_interval={:?} fail_threshold={} recover_threshold={}",
         cfg.listen,
         cfg.workers,
-        cfg.primary,
-        cfg.backup,
+        describe_chain(&cfg),
         cfg.check_interval,
         cfg.fail_threshold,
         cfg.recover_threshold
@@ -86,12 +96,10 @@ pub fn run(cfg: Config, reload: impl Fn() -> Result<Config, String>) -> io::Resu
                 Ok(mut new) => {
                     keep_fixed_settings(&cfg, &mut new);
                     cfg = Arc::new(new);
-                    shared.publish_config(cfg.clone());
-                    log::info!(
-                        "SIGHUP: configuration reloaded (primary={} backup={}); new requests use it",
-                        cfg.primary,
-                        cfg.backup
-                    );
+                    // The board counts for the new chain before any worker can report on it.
+                    shared.board.reconfigure(&cfg, shared.control.next_generation());
+                    shared.control.publish_config(cfg.clone());
+                    log::info!("SIGHUP: configuration reloaded ({}); new requests use it", describe_chain(&cfg));
                 }
                 Err(e) => log::error!("SIGHUP: configuration not reloaded, keeping the old one: {e}"),
             },
@@ -100,7 +108,7 @@ pub fn run(cfg: Config, reload: impl Fn() -> Result<Config, String>) -> io::Resu
                     "signal {sig} received: no longer accepting; finishing in-flight requests (up to {:?})",
                     cfg.shutdown_timeout
                 );
-                shared.stop();
+                shared.control.stop();
                 let deadline = Instant::now() + cfg.shutdown_timeout;
                 while handles.iter().any(|h| !h.is_finished()) {
                     if Instant::now() >= deadline {
@@ -114,6 +122,20 @@ pub fn run(cfg: Config, reload: impl Fn() -> Result<Config, String>) -> io::Resu
             }
         }
     }
+}
+
+/// The chain in one log phrase: `primary=URL backup=URL backup2=URL`.
+fn describe_chain(cfg: &Config) -> String {
+    let mut out = String::new();
+    for up in &cfg.upstreams {
+        let kind = match &up.kind {
+            Kind::Origin(_) => "",
+            Kind::Site(s) if s.status.is_some() => " (sorry page)",
+            Kind::Site(_) => " (served from disk)",
+        };
+        out.push_str(&format!("{}{}={}{kind}", if out.is_empty() { "" } else { " " }, up.name, up.url));
+    }
+    out
 }
 
 /// Settings a running process cannot change (its sockets and threads exist already): the

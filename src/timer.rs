@@ -38,11 +38,8 @@ impl Timers {
         self.heap.peek().map(|Reverse((at, _))| at.saturating_duration_since(now))
     }
 
-    pub fn len(&self) -> usize {
-        self.heap.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.heap.is_empty()
     }
 }

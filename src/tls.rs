@@ -72,13 +72,12 @@ impl UpstreamTls {
     }
 }
 
-/// The listener's certificate, reloadable: workers keep the config they were given and
-/// pick up a newer one (by generation) when they accept.
+/// The listener's certificate and key, loaded once per configuration (a SIGHUP reload
+/// builds a new one from the files).
 pub struct ListenerTls {
     cert: String,
     key: String,
-    current: std::sync::Mutex<Arc<ServerConfig>>,
-    gen: std::sync::atomic::AtomicU64,
+    config: Arc<ServerConfig>,
 }
 
 impl fmt::Debug for ListenerTls {
@@ -87,47 +86,14 @@ impl fmt::Debug for ListenerTls {
     }
 }
 
-/// A server session factory as a worker holds it.
-#[derive(Clone)]
-pub struct ServerSide {
-    config: Arc<ServerConfig>,
-    gen: u64,
-}
-
 impl ListenerTls {
     /// Loads the certificate chain and key (PEM). The error names the file at fault.
     pub fn load(cert: &str, key: &str) -> Result<ListenerTls, (&'static str, String)> {
         let config = server_config(cert, key)?;
-        Ok(ListenerTls {
-            cert: cert.to_string(),
-            key: key.to_string(),
-            current: std::sync::Mutex::new(config),
-            gen: std::sync::atomic::AtomicU64::new(0),
-        })
+        Ok(ListenerTls { cert: cert.to_string(), key: key.to_string(), config })
     }
 
-    /// Re-reads the files; on error the old certificate stays in use.
-    pub fn reload(&self) -> Result<(), String> {
-        let config = server_config(&self.cert, &self.key).map_err(|(key, e)| format!("--{key}: {e}"))?;
-        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = config;
-        self.gen.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        Ok(())
-    }
-
-    pub fn side(&self) -> ServerSide {
-        let gen = self.gen.load(std::sync::atomic::Ordering::Acquire);
-        ServerSide { config: self.current.lock().unwrap_or_else(|p| p.into_inner()).clone(), gen }
-    }
-
-    /// Refreshes a worker's copy if the certificate was reloaded since.
-    pub fn refresh(&self, side: &mut ServerSide) {
-        if self.gen.load(std::sync::atomic::Ordering::Acquire) != side.gen {
-            *side = self.side();
-        }
-    }
-}
-
-impl ServerSide {
+    /// A server session for an accepted connection.
     pub fn session(&self) -> Result<Session, String> {
         let mut conn = rustls::ServerConnection::new(self.config.clone()).map_err(|e| format!("TLS: {e}"))?;
         conn.set_buffer_limit(Some(SEND_LIMIT));

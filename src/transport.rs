@@ -20,10 +20,6 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn plain(sock: TcpStream) -> Conn {
-        Conn { sock, tls: None }
-    }
-
     pub fn read_into(&mut self, ready: &mut Readiness, buf: &mut Buf) -> (usize, SockResult) {
         match self.tls.as_mut() {
             Some(t) => t.read_into(&mut self.sock, ready, buf),

@@ -1,47 +1,80 @@
-//! Upstreams: what an upstream URL means (address, Host, path prefix) and the connections
-//! a worker holds to them, including the per-target pool of idle keep-alive connections.
+//! Upstreams: what one link of the chain is. Either an origin reached over HTTP(S) (its
+//! address, Host policy, path prefix and TLS setup) or a directory the proxy serves itself.
+//! Position in the chain is priority: index 0 is the primary, then the backups in order.
 //!
-//! This file never reads or writes HTTP: a connection here is a socket with readiness and
-//! bookkeeping. What flows over it is the client state machine's business.
+//! This file never opens a connection and never reads a file: it describes, checked once
+//! at start.
 
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
-use std::time::Instant;
 
-use crate::readiness::Readiness;
-use crate::timer::Deadline;
+use crate::http1::Addressing;
+use crate::static_files::Site;
 use crate::tls::UpstreamTls;
-use crate::transport::Conn;
 
-/// Which upstream a request, probe or connection belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Target {
-    Primary,
-    Backup,
+/// Most upstreams in a chain (a bit each in a routing mask, with room to spare).
+pub const MAX_UPSTREAMS: usize = 16;
+
+/// One link of the chain.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// The URL as the operator wrote it (shown in logs and `/__failover/state`).
+    pub url: String,
+    /// `primary`, `backup`, `backup2`, ...: how logs and messages name it.
+    pub name: String,
+    pub kind: Kind,
 }
 
-impl Target {
-    pub fn name(self) -> &'static str {
-        match self {
-            Target::Primary => "primary",
-            Target::Backup => "backup",
+#[derive(Debug, Clone)]
+pub enum Kind {
+    /// An HTTP(S) server the proxy forwards to.
+    Origin(Origin),
+    /// A directory the proxy serves itself (`file://`).
+    Site(Site),
+}
+
+/// The name of the upstream at `index` of the chain.
+pub fn name_of(index: usize) -> String {
+    match index {
+        0 => "primary".to_string(),
+        1 => "backup".to_string(),
+        i => format!("backup{i}"),
+    }
+}
+
+impl Upstream {
+    pub fn origin(&self) -> Option<&Origin> {
+        match &self.kind {
+            Kind::Origin(o) => Some(o),
+            Kind::Site(_) => None,
         }
     }
 
-    pub fn other(self) -> Target {
-        match self {
-            Target::Primary => Target::Backup,
-            Target::Backup => Target::Primary,
+    pub fn site(&self) -> Option<&Site> {
+        match &self.kind {
+            Kind::Site(s) => Some(s),
+            Kind::Origin(_) => None,
         }
     }
 
-    pub fn index(self) -> usize {
-        self as usize
+    /// How a request head is addressed for this upstream: a directory gets the client's
+    /// path and Host unchanged.
+    pub fn addressing(&self) -> Addressing<'_> {
+        match &self.kind {
+            Kind::Origin(o) => Addressing { prefix: &o.prefix, host: o.host_override() },
+            Kind::Site(_) => Addressing { prefix: "", host: None },
+        }
     }
 }
 
-/// What Host header an upstream gets.
+impl fmt::Display for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.url)
+    }
+}
+
+/// What Host header an origin gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostPolicy {
     /// The client's Host, unchanged.
@@ -66,11 +99,9 @@ impl HostPolicy {
     }
 }
 
-/// A parsed upstream URL, `http[s]://host[:port][/prefix]`, with how to talk to it.
+/// An HTTP(S) upstream, `http[s]://host[:port][/prefix]`, with how to talk to it.
 #[derive(Debug, Clone)]
-pub struct UpstreamUrl {
-    /// The URL as the operator wrote it (shown in logs and `/__failover/state`).
-    pub url: String,
+pub struct Origin {
     pub host: String,
     pub port: u16,
     /// `host[:port]` as it belongs in a Host header (port omitted when it is the default).
@@ -89,7 +120,7 @@ pub struct UpstreamUrl {
     pub tls_client: Option<Arc<UpstreamTls>>,
 }
 
-impl UpstreamUrl {
+impl Origin {
     /// The Host value to send instead of the client's, if any.
     pub fn host_override(&self) -> Option<&str> {
         match &self.host_header {
@@ -98,24 +129,17 @@ impl UpstreamUrl {
             HostPolicy::Literal(v) => Some(v),
         }
     }
-}
 
-impl fmt::Display for UpstreamUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.url)
-    }
-}
-
-impl UpstreamUrl {
-    /// Parses and resolves an upstream URL. The error is a phrase to follow the flag name.
-    pub fn parse(url: &str) -> Result<UpstreamUrl, String> {
+    /// Parses and resolves an `http://` or `https://` URL. The error is a phrase to follow
+    /// the flag name.
+    pub fn parse(url: &str) -> Result<Origin, String> {
         let url = url.trim();
         let (rest, tls) = if let Some(rest) = url.strip_prefix("http://") {
             (rest, false)
         } else if let Some(rest) = url.strip_prefix("https://") {
             (rest, true)
         } else {
-            return Err(format!("{url:?} must start with http:// or https://"));
+            return Err(format!("{url:?} must start with http://, https:// or file://"));
         };
         let (hostport, path) = match rest.find(['/', '?', '#']) {
             Some(i) => rest.split_at(i),
@@ -141,19 +165,19 @@ impl UpstreamUrl {
             .ok_or_else(|| format!("{url:?}: {host:?} resolves to no address"))?;
         let authority = if port == default_port { host.clone() } else { format!("{host}:{port}") };
         let host_header = if tls { HostPolicy::Upstream } else { HostPolicy::Client };
-        Ok(UpstreamUrl {
-            url: url.to_string(),
-            host,
-            port,
-            authority,
-            prefix,
-            addr,
-            tls,
-            host_header,
-            insecure: false,
-            tls_client: None,
-        })
+        Ok(Origin { host, port, authority, prefix, addr, tls, host_header, insecure: false, tls_client: None })
     }
+}
+
+/// The directory of a `file://` URL: `file:///srv/site` (absolute) or `file://./site`
+/// (relative to the working directory). None when the URL is not `file://`.
+pub fn file_path(url: &str) -> Option<Result<&str, String>> {
+    let rest = url.trim().strip_prefix("file://")?;
+    Some(match rest {
+        "" => Err(format!("{url:?} names no directory (file:///abs/path or file://./relative)")),
+        p if p.starts_with('/') || p.starts_with("./") || p.starts_with("../") || p == "." => Ok(p),
+        _ => Err(format!("{url:?}: write file:///absolute/path or file://./relative/path")),
+    })
 }
 
 fn split_host_port(s: &str, default_port: u16) -> Option<(String, u16)> {
@@ -180,98 +204,25 @@ fn split_host_port(s: &str, default_port: u16) -> Option<(String, u16)> {
     Some((host.to_ascii_lowercase(), port))
 }
 
-/// What an upstream connection is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpState {
-    /// Non-blocking connect in progress.
-    Connecting,
-    /// Attached to a client exchange.
-    Busy,
-    /// In the idle pool, waiting for reuse.
-    Idle,
-}
-
-/// One connection to an upstream.
-pub struct Uplink {
-    pub sock: Conn,
-    pub ready: Readiness,
-    pub target: Target,
-    pub state: UpState,
-    /// Slab key of the client using it, while `Busy` or `Connecting`.
-    pub client: Option<usize>,
-    /// True once it carried a complete exchange (a reused connection may have been closed
-    /// by the upstream meanwhile, so a failure on it is retried on a fresh one).
-    pub reused: bool,
-    pub gen: u32,
-    /// When it entered the idle pool.
-    pub idle_since: Instant,
-    /// Expiry while idle in the pool.
-    pub deadline: Deadline,
-}
-
-/// Idle keep-alive connections of one worker, per target, most recently used first.
-pub struct IdlePool {
-    lists: [Vec<usize>; 2],
-    max_per_target: usize,
-}
-
-impl IdlePool {
-    pub fn new(max_per_target: usize) -> IdlePool {
-        IdlePool { lists: [Vec::with_capacity(max_per_target), Vec::with_capacity(max_per_target)], max_per_target }
-    }
-
-    /// Takes the most recently used idle connection to `target`.
-    pub fn take(&mut self, target: Target) -> Option<usize> {
-        self.lists[target.index()].pop()
-    }
-
-    /// Offers an idle connection; false when the pool is full (the caller closes it).
-    pub fn put(&mut self, target: Target, key: usize) -> bool {
-        let list = &mut self.lists[target.index()];
-        if list.len() >= self.max_per_target {
-            return false;
-        }
-        list.push(key);
-        true
-    }
-
-    /// Forgets a connection (closed while idle).
-    pub fn remove(&mut self, target: Target, key: usize) {
-        let list = &mut self.lists[target.index()];
-        if let Some(i) = list.iter().position(|&k| k == key) {
-            list.remove(i);
-        }
-    }
-
-    /// The oldest idle connection of `target`, for expiry.
-    pub fn oldest(&self, target: Target) -> Option<usize> {
-        self.lists[target.index()].first().copied()
-    }
-
-    pub fn len(&self, target: Target) -> usize {
-        self.lists[target.index()].len()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn urls() {
-        let u = UpstreamUrl::parse("http://127.0.0.1:9001").unwrap();
+        let u = Origin::parse("http://127.0.0.1:9001").unwrap();
         assert_eq!((u.host.as_str(), u.port, u.prefix.as_str()), ("127.0.0.1", 9001, ""));
         assert_eq!(u.authority, "127.0.0.1:9001");
-        let u = UpstreamUrl::parse("http://127.0.0.1/api/v1/").unwrap();
+        let u = Origin::parse("http://127.0.0.1/api/v1/").unwrap();
         assert_eq!((u.port, u.prefix.as_str(), u.authority.as_str()), (80, "/api/v1", "127.0.0.1"));
-        let u = UpstreamUrl::parse("http://localhost:8000/x").unwrap();
+        let u = Origin::parse("http://localhost:8000/x").unwrap();
         assert_eq!(u.addr.port(), 8000);
-        let u = UpstreamUrl::parse("http://[::1]:81").unwrap();
+        let u = Origin::parse("http://[::1]:81").unwrap();
         assert_eq!(u.authority, "[::1]:81");
-        let u = UpstreamUrl::parse("https://127.0.0.1/b").unwrap();
+        let u = Origin::parse("https://127.0.0.1/b").unwrap();
         assert!(u.tls);
         assert_eq!((u.port, u.authority.as_str(), u.prefix.as_str()), (443, "127.0.0.1", "/b"));
-        let u = UpstreamUrl::parse("https://127.0.0.1:8443").unwrap();
+        let u = Origin::parse("https://127.0.0.1:8443").unwrap();
         assert_eq!(u.authority, "127.0.0.1:8443");
         for bad in [
             "ftp://x",
@@ -285,21 +236,27 @@ mod tests {
             "http://127.0.0.1/?q",
             "http://127.0.0.1/a b",
         ] {
-            assert!(UpstreamUrl::parse(bad).is_err(), "{bad} must be rejected");
+            assert!(Origin::parse(bad).is_err(), "{bad} must be rejected");
         }
     }
 
     #[test]
-    fn pool_is_lifo_and_bounded() {
-        let mut p = IdlePool::new(2);
-        assert!(p.put(Target::Primary, 1));
-        assert!(p.put(Target::Primary, 2));
-        assert!(!p.put(Target::Primary, 3));
-        assert!(p.put(Target::Backup, 9));
-        assert_eq!(p.oldest(Target::Primary), Some(1));
-        assert_eq!(p.take(Target::Primary), Some(2));
-        p.remove(Target::Primary, 1);
-        assert_eq!(p.take(Target::Primary), None);
-        assert_eq!(p.take(Target::Backup), Some(9));
+    fn file_urls() {
+        let cases: &[(&str, Option<Result<&str, ()>>)] = &[
+            ("file:///srv/site", Some(Ok("/srv/site"))),
+            ("file://./examples/sorry", Some(Ok("./examples/sorry"))),
+            ("file://../up", Some(Ok("../up"))),
+            ("file://", Some(Err(()))),
+            ("file://srv/site", Some(Err(()))),
+            ("http://x", None),
+        ];
+        for (url, want) in cases {
+            assert_eq!(file_path(url).map(|r| r.map_err(|_| ())), *want, "{url}");
+        }
+    }
+
+    #[test]
+    fn names_follow_the_chain() {
+        assert_eq!([name_of(0), name_of(1), name_of(2), name_of(3)], ["primary", "backup", "backup2", "backup3"]);
     }
 }

@@ -1,40 +1,48 @@
-//! One event loop: poll, dispatch by token, run timers, accept, attach and pool upstream
-//! connections, run health probes, and apply routing decisions.
+//! One event loop: poll, dispatch by token, run timers, accept, act on what clients ask
+//! (attach, pool or drop upstream connections), run the health checks of its turn, and
+//! follow routing decisions.
 //!
 //! The worker owns everything mutable of its thread: the poller, the slabs, the timers,
-//! the buffer pool, the idle upstream pool and its copy of the route. It never parses
-//! HTTP; clients and probes do, and tell it what they need.
+//! the buffer pool, the upstream connections and its copy of the route. It never parses
+//! HTTP and never decides a retry; clients and probes do, and tell it what they need.
 
-use std::io::{self, Read};
+use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mio::net::{TcpListener, TcpStream};
+use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 use crate::buffer::Pool;
-use crate::client::{Client, Ctx, Signals, Step};
+use crate::client::{Client, Ctx, Step};
 use crate::config::Config;
-use crate::health::{connect_error, probe_request, Outcome, Probe, Route, Shared};
-use crate::readiness::{Readiness, HUP, R};
-use crate::timer::{Deadline, Timers};
-use crate::tls::ServerSide;
+use crate::control::Control;
+use crate::exchange::{Signals, Spare};
+use crate::health::{Board, Change, Observation, Route};
+use crate::probe::{self, Outcome, Probe};
+use crate::stats::Stats;
+use crate::timer::Timers;
 use crate::token::{self, Kind};
-use crate::transport::{Conn, SockResult};
-use crate::upstream::{IdlePool, Target, UpState, Uplink, UpstreamUrl};
+use crate::transport::Conn;
+use crate::uplink::{self, Uplinks};
+use crate::upstream::Kind as UpKind;
 
-/// Idle upstream connections kept per target and worker.
-const POOL_PER_TARGET: usize = 256;
-/// How long an idle upstream connection is kept (below common upstream keep-alive timeouts).
-const POOL_IDLE: Duration = Duration::from_secs(4);
-/// Timer index of the fast probe of a suspect primary (index 0 is the regular tick).
+/// Timer index of the fast probe of a suspect upstream (index 0 is the regular tick).
 const FAST_TICK: usize = 1;
 /// How soon a worker that stopped accepting at `--max-connections` looks again.
 const FULL_RETRY: Duration = Duration::from_millis(50);
 /// Pause before accepting again after the process ran out of file descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// What a worker shares with the rest of the process.
+#[derive(Clone)]
+pub struct Shared {
+    pub board: Arc<Board>,
+    pub control: Arc<Control>,
+    pub stats: Arc<Stats>,
+}
 
 /// The context a client drives with, borrowed field by field so the slabs stay free.
 macro_rules! ctx {
@@ -42,7 +50,9 @@ macro_rules! ctx {
         Ctx {
             cfg: &$w.cfg,
             pool: &mut $w.pool,
-            shared: &$w.shared,
+            spare: &mut $w.spare,
+            stats: &$w.shared.stats,
+            board: &$w.shared.board,
             route: $w.route,
             now: $w.now,
             signals: &mut $w.signals,
@@ -56,15 +66,17 @@ pub struct Worker {
     poll: Poll,
     /// Listeners with whether they speak TLS; index = token index.
     listeners: Vec<(TcpListener, bool)>,
-    /// The listener certificate as this worker uses it.
-    tls_side: Option<ServerSide>,
     cfg: Arc<Config>,
-    shared: Arc<Shared>,
+    /// Which published configuration `cfg` is (0: the one the process started with).
+    generation: u64,
+    shared: Shared,
     clients: Slab<Client>,
-    uplinks: Slab<Uplink>,
+    uplinks: Uplinks,
     probes: Slab<Probe>,
-    idle: IdlePool,
+    /// The probe request of each upstream, by position.
+    probe_requests: Vec<Vec<u8>>,
     pool: Pool,
+    spare: Spare,
     timers: Timers,
     route: Route,
     epoch: u64,
@@ -72,17 +84,14 @@ pub struct Worker {
     now: Instant,
     /// Clients that used up their turn with work left: (key, generation).
     yielded: Vec<(usize, u32)>,
-    probe_requests: [Vec<u8>; 2],
     next_tick: Instant,
     accept_paused: bool,
     /// Failures seen on live traffic since the last loop turn.
     signals: Signals,
-    /// A fast probe of the suspect primary is scheduled.
+    /// A fast probe of the suspect active upstream is scheduled.
     fast_armed: bool,
     /// Stopping: no more accepts; the loop ends when the last client is gone.
     draining: bool,
-    /// Which reloaded configuration this worker runs.
-    config_epoch: u64,
 }
 
 impl Worker {
@@ -93,7 +102,7 @@ impl Worker {
         workers: usize,
         listeners: Vec<(TcpListener, bool)>,
         cfg: Arc<Config>,
-        shared: Arc<Shared>,
+        shared: Shared,
         start: Instant,
     ) -> io::Result<Worker> {
         let poll = Poll::new()?;
@@ -101,39 +110,36 @@ impl Worker {
         for (i, (l, _)) in listeners.iter_mut().enumerate() {
             poll.registry().register(l, token::make(Kind::Listener, i, 0), Interest::READABLE)?;
         }
-        let tls_side = cfg.tls.as_ref().map(|t| t.side());
         let waker = Arc::new(Waker::new(poll.registry(), token::make(Kind::Waker, 0, 0))?);
-        shared.add_waker(waker);
-        let (epoch, route) = shared.route();
-        let probe_requests = [probe_request(&cfg, Target::Primary), probe_request(&cfg, Target::Backup)];
+        shared.control.add_waker(waker);
+        let (epoch, route, _) = shared.board.route();
         let mut w = Worker {
             id,
             workers,
             poll,
             listeners,
-            tls_side,
+            probe_requests: probe::requests(&cfg),
             cfg,
+            generation: 0,
             shared,
             clients: Slab::with_capacity(1024),
-            uplinks: Slab::with_capacity(256),
+            uplinks: Uplinks::new(),
             probes: Slab::with_capacity(4),
-            idle: IdlePool::new(POOL_PER_TARGET),
             // Free buffers kept for reuse (16 MiB at 32 KiB each); past that they go back to
             // the allocator, so a burst of connections does not pin its memory for good.
             pool: Pool::new(512),
+            spare: Vec::new(),
             timers: Timers::new(),
             route,
             epoch,
             gen: 0,
             now: Instant::now(),
             yielded: Vec::new(),
-            probe_requests,
             next_tick: start,
             accept_paused: false,
             signals: Signals::default(),
             fast_armed: false,
             draining: false,
-            config_epoch: 0,
         };
         w.next_tick = start + w.cfg.check_interval * id as u32;
         w.timers.arm(w.next_tick, token::make(Kind::Tick, 0, 0));
@@ -145,7 +151,7 @@ impl Worker {
         self.gen
     }
 
-    /// Runs the loop forever (until the process exits).
+    /// Runs the loop until the process stops and the last client is gone.
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         loop {
@@ -162,28 +168,19 @@ impl Worker {
                 let (kind, index, gen) = token::split(ev.token());
                 match kind {
                     Kind::Listener => self.accept(index),
-                    Kind::Waker => {
-                        if let Some((epoch, cfg)) = self.shared.config_since(self.config_epoch) {
-                            self.config_epoch = epoch;
-                            self.apply_config(cfg);
-                        }
-                        if self.shared.stopping() && !self.draining {
-                            self.begin_drain();
-                        }
-                        self.sync_route();
-                    }
+                    Kind::Waker => self.on_wake(),
                     Kind::Client => {
                         if let Some(c) = self.clients.get_mut(index).filter(|c| c.gen == gen) {
-                            c.ready.record(ev);
+                            c.io.ready.record(ev);
                             self.drive_client(index);
                         }
                     }
                     Kind::Uplink => {
-                        if let Some(u) = self.uplinks.get_mut(index).filter(|u| u.gen == gen) {
+                        if let Some(u) = self.uplinks.live(index, gen) {
                             u.ready.record(ev);
                             match u.client {
                                 Some(c) => self.drive_client(c),
-                                None => self.check_idle(index),
+                                None => self.uplinks.check_idle(index, &mut self.pool),
                             }
                         }
                     }
@@ -204,7 +201,7 @@ impl Worker {
             while let Some(tok) = self.timers.pop_due(self.now) {
                 self.on_timer(tok);
             }
-            if self.signals.suspect != [false; 2] {
+            if self.signals.suspect != 0 {
                 self.confirm_signals();
             }
             if self.draining && self.clients.is_empty() {
@@ -214,16 +211,26 @@ impl Worker {
         }
     }
 
+    /// Another thread changed something this loop must follow: the configuration, the stop
+    /// flag, the route.
+    fn on_wake(&mut self) {
+        if let Some((generation, cfg)) = self.shared.control.config_since(self.generation) {
+            self.generation = generation;
+            self.apply_config(cfg);
+        }
+        if self.shared.control.stopping() && !self.draining {
+            self.begin_drain();
+        }
+        self.sync_route();
+    }
+
     fn accept(&mut self, which: usize) {
         if self.accept_paused {
             return;
         }
         let Some(&(_, tls)) = self.listeners.get(which) else { return };
-        if let (Some(t), Some(side)) = (self.cfg.tls.as_ref(), self.tls_side.as_mut()) {
-            t.refresh(side);
-        }
         loop {
-            if self.shared.connections.load(Ordering::Relaxed) >= self.cfg.max_connections {
+            if self.shared.control.connections.load(Ordering::Relaxed) >= self.cfg.max_connections {
                 // Full: leave new connections in the kernel backlog rather than accept and
                 // starve them; look again when one closes or a moment later.
                 self.accept_paused = true;
@@ -233,7 +240,7 @@ impl Worker {
             match self.listeners[which].0.accept() {
                 Ok((mut sock, peer)) => {
                     let _ = sock.set_nodelay(true);
-                    let session = match (tls, self.tls_side.as_ref()) {
+                    let session = match (tls, self.cfg.tls.as_ref()) {
                         (true, Some(side)) => match side.session() {
                             Ok(s) => Some(Box::new(s)),
                             Err(e) => {
@@ -245,8 +252,7 @@ impl Worker {
                     };
                     let gen = self.next_gen();
                     let entry = self.clients.vacant_entry();
-                    let key = entry.key();
-                    let tok = token::make(Kind::Client, key, gen);
+                    let tok = token::make(Kind::Client, entry.key(), gen);
                     if let Err(e) =
                         self.poll.registry().register(&mut sock, tok, Interest::READABLE | Interest::WRITABLE)
                     {
@@ -257,7 +263,7 @@ impl Worker {
                     if let Some(at) = c.deadline.set(c.next_deadline(&self.cfg)) {
                         self.timers.arm(at, tok);
                     }
-                    self.shared.connections.fetch_add(1, Ordering::Relaxed);
+                    self.shared.control.connections.fetch_add(1, Ordering::Relaxed);
                     entry.insert(c);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -274,19 +280,19 @@ impl Worker {
     }
 
     /// Switches to a reloaded configuration: new requests, probes and timeouts use it; idle
-    /// pooled connections to an upstream whose URL changed are closed; requests in flight
-    /// finish on the connections they have.
+    /// pooled connections to an upstream whose address changed are closed; requests in
+    /// flight finish on the connections they have.
     fn apply_config(&mut self, cfg: Arc<Config>) {
-        for target in [Target::Primary, Target::Backup] {
-            let (old, new) = (self.cfg.upstream(target), cfg.upstream(target));
-            if old.url != new.url || old.addr != new.addr {
-                while let Some(u) = self.idle.take(target) {
-                    self.uplinks.remove(u);
-                }
+        for (i, old) in self.cfg.upstreams.iter().enumerate() {
+            let same = cfg
+                .upstreams
+                .get(i)
+                .is_some_and(|new| new.url == old.url && new.origin().map(|o| o.addr) == old.origin().map(|o| o.addr));
+            if !same {
+                self.uplinks.close_idle(i);
             }
         }
-        self.probe_requests = [probe_request(&cfg, Target::Primary), probe_request(&cfg, Target::Backup)];
-        self.tls_side = cfg.tls.as_ref().map(|t| t.side());
+        self.probe_requests = probe::requests(&cfg);
         self.cfg = cfg;
     }
 
@@ -366,8 +372,8 @@ impl Worker {
         self.detach_uplink(key, false);
         if self.clients.contains(key) {
             let mut c = self.clients.remove(key);
-            c.release(&mut self.pool);
-            self.shared.connections.fetch_sub(1, Ordering::Relaxed);
+            c.release(&mut ctx!(self));
+            self.shared.control.connections.fetch_sub(1, Ordering::Relaxed);
             if self.accept_paused && !self.draining {
                 self.accept_paused = false;
                 for i in 0..self.listeners.len() {
@@ -377,40 +383,19 @@ impl Worker {
         }
     }
 
-    /// Gives the client a connection to `target`: a pooled one if there is a clean one
-    /// (unless `fresh`), else a new one. Returns true if the client should be driven.
-    fn attach_uplink(&mut self, key: usize, target: Target, fresh: bool) -> bool {
-        if !fresh {
-            while let Some(u) = self.idle.take(target) {
-                if self.idle_is_clean(u) {
-                    let up = &mut self.uplinks[u];
-                    up.state = UpState::Busy;
-                    up.client = Some(key);
-                    up.deadline.set(None);
-                    self.clients[key].uplink = Some(u);
-                    return true;
+    /// Gives the client a connection to upstream `target`. Returns true if the client
+    /// should be driven.
+    fn attach_uplink(&mut self, key: usize, target: usize, fresh: bool) -> bool {
+        let origin = self.cfg.upstreams.get(target).and_then(|u| u.origin());
+        let attached = match origin {
+            Some(o) => self.uplinks.attach(self.poll.registry(), o, target, key, fresh, &mut self.pool),
+            None => Err("not an HTTP upstream".to_string()),
+        };
+        match attached {
+            Ok(u) => {
+                if let Some(c) = self.clients.get_mut(key) {
+                    c.uplink = Some(u);
                 }
-                self.uplinks.remove(u);
-            }
-        }
-        let gen = self.next_gen();
-        let entry = self.uplinks.vacant_entry();
-        let u = entry.key();
-        let tok = token::make(Kind::Uplink, u, gen);
-        match connect(&self.poll, self.cfg.upstream(target), tok) {
-            Ok(sock) => {
-                entry.insert(Uplink {
-                    sock,
-                    ready: Readiness::new(),
-                    target,
-                    state: UpState::Connecting,
-                    client: Some(key),
-                    reused: false,
-                    gen,
-                    idle_since: self.now,
-                    deadline: Deadline::default(),
-                });
-                self.clients[key].uplink = Some(u);
                 true
             }
             Err(why) => {
@@ -426,57 +411,7 @@ impl Worker {
     /// Detaches the client's upstream connection: into the pool if `reuse`, else closed.
     fn detach_uplink(&mut self, key: usize, reuse: bool) {
         let Some(u) = self.clients.get_mut(key).and_then(|c| c.uplink.take()) else { return };
-        let Some(up) = self.uplinks.get_mut(u) else { return };
-        up.client = None;
-        if reuse && up.state == UpState::Busy {
-            up.state = UpState::Idle;
-            up.reused = true;
-            up.idle_since = self.now;
-            let target = up.target;
-            if let Some(at) = up.deadline.set(Some(self.now + POOL_IDLE)) {
-                self.timers.arm(at, token::make(Kind::Uplink, u, up.gen));
-            }
-            if self.idle_is_clean(u) && self.idle.put(target, u) {
-                return;
-            }
-        }
-        self.uplinks.remove(u);
-    }
-
-    /// An idle pooled connection must have nothing to read: data or EOF means the
-    /// upstream closed it or broke framing. Checks, clearing a stale readable bit.
-    fn idle_is_clean(&mut self, u: usize) -> bool {
-        let Some(up) = self.uplinks.get_mut(u) else { return false };
-        if up.ready.event & (R | HUP) == 0 {
-            return true;
-        }
-        if up.sock.tls.is_some() {
-            // TLS may carry records that are not data (session tickets): let the session
-            // read them; only plaintext, a close or an error make the connection unusable.
-            let mut scratch = self.pool.take();
-            let (n, res) = up.sock.read_into(&mut up.ready, &mut scratch);
-            self.pool.put(scratch);
-            return n == 0 && res == SockResult::WouldBlock;
-        }
-        let mut byte = [0u8; 1];
-        match up.sock.sock.read(&mut byte) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                up.ready.event &= !(R | HUP);
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// An event on an idle pooled connection: drop it if the upstream closed it.
-    fn check_idle(&mut self, u: usize) {
-        if !self.idle_is_clean(u) {
-            if let Some(up) = self.uplinks.get(u) {
-                let target = up.target;
-                self.idle.remove(target, u);
-                self.uplinks.remove(u);
-            }
-        }
+        self.uplinks.detach(u, reuse, self.now, &mut self.timers, &mut self.pool);
     }
 
     fn on_timer(&mut self, tok: Token) {
@@ -495,29 +430,19 @@ impl Worker {
                     }
                 }
             }
-            Kind::Uplink => {
-                let Some(up) = self.uplinks.get_mut(index).filter(|u| u.gen == gen) else { return };
-                let (expired, rearm) = up.deadline.fired(self.now);
-                if let Some(at) = rearm {
-                    self.timers.arm(at, tok);
-                }
-                if expired && up.state == UpState::Idle {
-                    let target = up.target;
-                    self.idle.remove(target, index);
-                    self.uplinks.remove(index);
-                }
-            }
+            Kind::Uplink => self.uplinks.on_timer(index, gen, self.now, &mut self.timers),
             Kind::Probe => {
                 if self.probes.get(index).is_some_and(|p| p.gen == gen) {
                     let p = self.probes.remove(index);
-                    self.finish_probe(p.target, Outcome::Unhealthy("check timed out".into()));
+                    self.finish_probe(p.upstream, Outcome::Unhealthy("check timed out".into()), p.started);
                 }
             }
             Kind::Tick if index == FAST_TICK => {
                 self.fast_armed = false;
-                if self.route.active == Target::Primary && self.shared.primary_suspect() {
-                    if self.shared.claim_extra_probe(Target::Primary, self.now, self.cfg.fast_interval()) {
-                        self.start_probe(Target::Primary);
+                let active = self.route.active;
+                if self.shared.board.suspect(active) {
+                    if self.shared.board.claim_extra_probe(active, self.now, self.cfg.fast_interval()) {
+                        self.start_probe(active);
                     } else {
                         self.arm_fast_probe();
                     }
@@ -534,10 +459,11 @@ impl Worker {
         }
     }
 
-    /// This worker's turn in the probe schedule: probe both upstreams.
+    /// This worker's turn in the probe schedule (tick k belongs to worker k mod N, so each
+    /// upstream is checked once per interval whatever the worker count): check them all.
     fn tick(&mut self) {
-        for target in [Target::Primary, Target::Backup] {
-            self.start_probe(target);
+        for i in 0..self.cfg.upstreams.len() {
+            self.start_probe(i);
         }
         let period = self.cfg.check_interval * self.workers as u32;
         self.next_tick += period;
@@ -548,90 +474,119 @@ impl Worker {
         self.timers.arm(self.next_tick, token::make(Kind::Tick, 0, 0));
     }
 
-    fn start_probe(&mut self, target: Target) {
+    fn start_probe(&mut self, i: usize) {
+        let cfg = self.cfg.clone();
+        let Some(up) = cfg.upstreams.get(i) else { return };
+        let origin = match &up.kind {
+            UpKind::Origin(o) => o,
+            UpKind::Site(site) => {
+                // A directory is as healthy as it is readable: checked here, at once.
+                let outcome = match site.check() {
+                    Ok(()) => Outcome::Healthy,
+                    Err(why) => Outcome::Unhealthy(why),
+                };
+                self.finish_probe(i, outcome, self.now);
+                return;
+            }
+        };
         let gen = self.next_gen();
         let entry = self.probes.vacant_entry();
         let tok = token::make(Kind::Probe, entry.key(), gen);
-        let deadline = self.now + self.cfg.check_timeout;
-        match connect(&self.poll, self.cfg.upstream(target), tok) {
+        match uplink::connect(self.poll.registry(), origin, tok) {
             Ok(conn) => {
-                entry.insert(Probe::new(conn, target, gen, deadline));
-                self.timers.arm(deadline, tok);
+                entry.insert(Probe::new(conn, i, gen, self.now));
+                self.timers.arm(self.now + self.cfg.check_timeout, tok);
             }
-            Err(why) => self.finish_probe(target, Outcome::Unhealthy(why)),
+            Err(why) => self.finish_probe(i, Outcome::Unhealthy(why), self.now),
         }
     }
 
     fn drive_probe(&mut self, index: usize) {
         let p = &mut self.probes[index];
-        let outcome = p.drive(&self.probe_requests[p.target.index()]);
-        if !matches!(outcome, Outcome::Pending) {
+        let outcome = match self.probe_requests.get(p.upstream) {
+            Some(request) => p.drive(request),
+            None => Outcome::Unhealthy("upstream removed by a reload".into()),
+        };
+        if outcome != Outcome::Pending {
             let p = self.probes.remove(index);
-            self.finish_probe(p.target, outcome);
+            self.finish_probe(p.upstream, outcome, p.started);
         }
     }
 
-    fn finish_probe(&mut self, target: Target, outcome: Outcome) {
+    fn finish_probe(&mut self, i: usize, outcome: Outcome, started: Instant) {
+        let took = Some(Instant::now().saturating_duration_since(started));
         match outcome {
             Outcome::Pending => return,
-            Outcome::Healthy => self.shared.report(&self.cfg, target, true, ""),
+            Outcome::Healthy => self.report(i, Observation { ok: true, why: "", took }),
             Outcome::Unhealthy(why) => {
-                log::debug!("worker={} {} check failed: {why}", self.id, target.name());
-                self.shared.report(&self.cfg, target, false, &why);
+                let name = self.cfg.upstreams.get(i).map_or("?", |u| u.name.as_str());
+                log::debug!("worker={} {name} check failed: {why}", self.id);
+                self.report(i, Observation { ok: false, why: &why, took });
                 self.arm_fast_probe();
             }
         }
         self.sync_route();
     }
 
-    /// Live traffic saw upstream failures: confirm with a probe now rather than at the
-    /// next interval (at most one per fast interval and target).
+    /// Counts a result on the shared board. A change is this process's one event for it:
+    /// logged here, once, and every worker is woken to follow it.
+    fn report(&mut self, i: usize, obs: Observation) {
+        let Some(change) = self.shared.board.report(&self.cfg, self.generation, i, obs) else { return };
+        log_change(&self.cfg, &change);
+        self.shared.control.wake_all();
+    }
+
+    /// Live traffic saw upstream failures: count the plain ones, and confirm with a probe
+    /// now rather than at the next interval (at most one per fast interval and upstream).
     fn confirm_signals(&mut self) {
         let signals = std::mem::take(&mut self.signals);
-        for target in [Target::Primary, Target::Backup] {
-            if !signals.suspect[target.index()] {
+        for i in 0..self.cfg.upstreams.len().min(32) {
+            if signals.suspect & (1 << i) == 0 {
                 continue;
             }
-            let why = signals.why[target.index()].as_deref().unwrap_or("live request failed");
-            for _ in 0..signals.failures[target.index()] {
-                self.shared.report(&self.cfg, target, false, why);
+            let why = signals.why[i].as_deref().unwrap_or("live request failed");
+            for _ in 0..signals.failures[i] {
+                self.report(i, Observation { ok: false, why, took: None });
             }
-            if self.shared.claim_extra_probe(target, self.now, self.cfg.fast_interval()) {
-                self.start_probe(target);
+            if self.shared.board.claim_extra_probe(i, self.now, self.cfg.fast_interval()) {
+                self.start_probe(i);
             }
         }
         self.arm_fast_probe();
         self.sync_route();
     }
 
-    /// While the primary is suspect, probe it at the fast interval: the threshold still
-    /// decides, it just gets its samples sooner.
+    /// While the active upstream is suspect, probe it at the fast interval: the threshold
+    /// still decides, it just gets its samples sooner.
     fn arm_fast_probe(&mut self) {
-        if !self.fast_armed && self.route.active == Target::Primary && self.shared.primary_suspect() {
+        if !self.fast_armed && self.shared.board.suspect(self.route.active) {
             self.fast_armed = true;
             self.timers.arm(self.now + self.cfg.fast_interval(), token::make(Kind::Tick, FAST_TICK, 0));
         }
     }
 
-    /// Copies a newer routing decision into this loop.
+    /// Copies a newer routing decision into this loop; requests waiting on an upstream
+    /// that just went unhealthy are rescued.
     fn sync_route(&mut self) {
-        if self.shared.epoch() == self.epoch {
+        if self.shared.board.epoch() == self.epoch {
             return;
         }
-        for (_, reason, after) in self.shared.transitions_since(self.epoch) {
-            let down = if after.both_down { "; both upstreams are down" } else { "" };
-            log::warn!("worker={} {reason}; traffic -> {}{down}", self.id, after.active.name());
+        let (epoch, route, generation) = self.shared.board.route();
+        if generation != self.generation {
+            // The board already counts for a reloaded chain this loop has not seen yet:
+            // the waker brings the configuration, and this again.
+            return;
         }
-        let (epoch, route) = self.shared.route();
         self.epoch = epoch;
-        let rescue = self.route.active == Target::Primary && route.active == Target::Backup;
+        let lost = self.route.healthy & !route.healthy;
         self.route = route;
-        if rescue {
+        if lost != 0 {
             self.rescue_all();
         }
     }
 
-    /// Moves every replayable request still waiting on the primary to the backup.
+    /// Moves every replayable request still waiting on an unhealthy upstream along the
+    /// chain.
     fn rescue_all(&mut self) {
         let keys: Vec<usize> = self.clients.iter().filter(|(_, c)| c.uplink.is_some()).map(|(k, _)| k).collect();
         for key in keys {
@@ -648,17 +603,15 @@ impl Worker {
     }
 }
 
-/// Starts a non-blocking connection to an upstream (with a TLS session for `https://`),
-/// registered under `tok`.
-fn connect(poll: &Poll, up: &UpstreamUrl, tok: Token) -> Result<Conn, String> {
-    let mut sock = TcpStream::connect(up.addr).map_err(|e| connect_error(&e))?;
-    let _ = sock.set_nodelay(true);
-    poll.registry()
-        .register(&mut sock, tok, Interest::READABLE | Interest::WRITABLE)
-        .map_err(|e| format!("cannot register a connection: {e}"))?;
-    let tls = match &up.tls_client {
-        Some(t) => Some(Box::new(t.session()?)),
-        None => None,
-    };
-    Ok(Conn { sock, tls })
+/// The one log line of a routing change.
+fn log_change(cfg: &Config, c: &Change) {
+    let name = |i: usize| cfg.upstreams.get(i).map_or("?", |u| u.name.as_str());
+    let url = |i: usize| cfg.upstreams.get(i).map_or("?", |u| u.url.as_str());
+    if c.to.all_down() {
+        log::warn!("{}; every upstream is down", c.reason);
+    } else if c.moved() || c.from.all_down() {
+        log::warn!("{}; traffic -> {} ({})", c.reason, name(c.to.active), url(c.to.active));
+    } else {
+        log::warn!("{}; traffic stays on {}", c.reason, name(c.to.active));
+    }
 }

@@ -1,0 +1,107 @@
+//! The proxy's own endpoints under `/__failover/`: `health` and the `state` document.
+//!
+//! Requests for them are recognised by [`crate::http1`] and never forwarded; this file only
+//! renders answers from what the health board and the counters say. It never changes
+//! routing.
+
+use std::fmt::Write as _;
+
+use crate::answer::{json_str, Answer};
+use crate::buffer::Buf;
+use crate::config::Config;
+use crate::health::Board;
+use crate::http1::{Admin, Request};
+use crate::stats::Stats;
+use crate::upstream::Kind;
+
+/// Writes the answer to an admin request into `out`; returns whether the connection
+/// closes after it.
+pub fn answer(admin: Admin, req: &Request, cfg: &Config, board: &Board, stats: &Stats, out: &mut Buf) -> bool {
+    let close = !req.keep_alive;
+    let extra = match (admin, close, req.minor) {
+        (Admin::MethodNotAllowed, _, _) => "Allow: GET, HEAD\r\n",
+        (_, false, 0) => "Connection: keep-alive\r\n",
+        _ => "",
+    };
+    let state;
+    let (status, content_type, body): (u16, &str, &[u8]) = match admin {
+        Admin::Health => (200, "text/plain; charset=utf-8", b"ok\n"),
+        Admin::State => {
+            state = state_json(cfg, board, stats);
+            (200, "application/json", state.as_bytes())
+        }
+        Admin::NotFound => (404, "text/plain; charset=utf-8", b"Not Found: no such failover endpoint\n"),
+        Admin::MethodNotAllowed => (405, "text/plain; charset=utf-8", b"Method Not Allowed: use GET\n"),
+    };
+    Answer { status, content_type, body, close, head_only: req.is_head, extra }.write(out);
+    close
+}
+
+/// The `/__failover/state` document: the chain with each upstream's checks, where traffic
+/// goes, and (for monitors written against the two-upstream proxy) the same facts for the
+/// primary and the first backup as top-level fields.
+pub fn state_json(cfg: &Config, board: &Board, stats: &Stats) -> String {
+    let b = board.snapshot();
+    let route = b.route();
+    let on_backup = b.active != 0 || route.all_down();
+    let health = |i: usize| b.ups.get(i).cloned().unwrap_or_default();
+    let (primary, backup) = (health(0), health(1));
+    let counters = if on_backup { (0, primary.oks) } else { (primary.fails, 0) };
+    let url = |i: usize| cfg.upstreams.get(i).map_or("", |u| u.url.as_str());
+    let mut out = String::with_capacity(512 + 256 * cfg.upstreams.len());
+    let _ = write!(
+        out,
+        concat!(
+            "{{\"on_backup\":{},\"since_unix\":{},\"primary\":{},\"backup\":{},",
+            "\"primary_healthy\":{},\"backup_healthy\":{},\"fail_count\":{},\"recover_count\":{},",
+            "\"primary_last_error\":{},\"backup_last_error\":{},\"last_transition\":{},",
+            "\"retries\":{},\"rescues\":{},\"all_down\":{},",
+            "\"active\":{{\"index\":{},\"name\":{},\"url\":{}}},\"upstreams\":["
+        ),
+        on_backup,
+        b.since_unix,
+        json_str(url(0)),
+        json_str(url(1)),
+        primary.healthy,
+        backup.healthy,
+        counters.0,
+        counters.1,
+        json_str(&primary.last_error),
+        json_str(&backup.last_error),
+        json_str(&b.reason),
+        Stats::read(&stats.retries),
+        Stats::read(&stats.rescues),
+        route.all_down(),
+        b.active,
+        json_str(cfg.upstreams.get(b.active).map_or("", |u| u.name.as_str())),
+        json_str(url(b.active)),
+    );
+    for (i, up) in cfg.upstreams.iter().enumerate() {
+        let h = health(i);
+        let kind = match up.kind {
+            Kind::Origin(_) => "http",
+            Kind::Site(_) => "directory",
+        };
+        let _ = write!(
+            out,
+            concat!(
+                "{}{{\"index\":{},\"name\":{},\"url\":{},\"role\":\"{}\",\"kind\":\"{}\",\"healthy\":{},",
+                "\"fail_count\":{},\"recover_count\":{},\"last_error\":{},\"last_check_ms\":{},\"last_check_unix\":{}}}"
+            ),
+            if i == 0 { "" } else { "," },
+            i,
+            json_str(&up.name),
+            json_str(&up.url),
+            if i == 0 { "primary" } else { "backup" },
+            kind,
+            h.healthy,
+            h.fails,
+            h.oks,
+            json_str(&h.last_error),
+            h.last_check_ms,
+            h.last_check_unix,
+        );
+    }
+    out.push_str("]}\n");
+    out
+}

@@ -1,0 +1,113 @@
+//! The client's side of a connection as the state machine and the exchange in flight use
+//! it: the socket, the bytes read from it and not yet used, the bytes the proxy wrote for
+//! it (response heads, its own answers), and when anything last moved.
+//!
+//! Reads and writes here follow the edge-triggered contract of [`crate::transport`]; this
+//! file never parses HTTP.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use crate::buffer::{Buf, Pool};
+use crate::readiness::Readiness;
+use crate::transport::{Conn, SockResult};
+
+pub struct ClientIo {
+    pub sock: Conn,
+    pub ready: Readiness,
+    pub peer: SocketAddr,
+    /// Bytes from the client (request heads and bodies, raw).
+    pub cin: Option<Buf>,
+    /// Bytes to the client that the proxy wrote: response heads and its own answers.
+    pub cout: Option<Buf>,
+    /// The client closed its sending side.
+    pub eof: bool,
+    pub last_activity: Instant,
+}
+
+/// The socket failed: the connection is over.
+#[derive(Debug)]
+pub struct Broken;
+
+impl ClientIo {
+    pub fn new(sock: Conn, peer: SocketAddr, now: Instant) -> ClientIo {
+        ClientIo { sock, ready: Readiness::new(), peer, cin: None, cout: None, eof: false, last_activity: now }
+    }
+
+    /// Nothing from the client is waiting to be used.
+    pub fn cin_empty(&self) -> bool {
+        self.cin.as_ref().is_none_or(Buf::is_empty)
+    }
+
+    pub fn cout_empty(&self) -> bool {
+        self.cout.as_ref().is_none_or(Buf::is_empty)
+    }
+
+    /// Reads what the client sent into `cin`. A request head starts in a small buffer (a
+    /// slow client holds little), moved to a full one only if it fills; a body goes into a
+    /// full one at once (`head`: what is read now is a head).
+    pub fn read(&mut self, pool: &mut Pool, head: bool, now: Instant) -> Result<usize, Broken> {
+        if self.eof || !self.ready.can_read() {
+            return Ok(0);
+        }
+        pool.grow_if_full(&mut self.cin);
+        let buf = if head { pool.ensure_small(&mut self.cin) } else { pool.ensure(&mut self.cin) };
+        if buf.is_full() {
+            return Ok(0);
+        }
+        let (n, res) = self.sock.read_into(&mut self.ready, buf);
+        if n > 0 {
+            self.last_activity = now;
+        }
+        match res {
+            SockResult::Closed => self.eof = true,
+            SockResult::Error(_) => return Err(Broken),
+            _ => {}
+        }
+        Ok(n)
+    }
+
+    /// Writes `cout`, then the first `*body_len` bytes of `body` (response-body bytes from
+    /// an upstream or a file), in one vectored write where the socket takes it.
+    pub fn write(&mut self, body: Option<&mut Buf>, body_len: &mut usize, now: Instant) -> Result<usize, Broken> {
+        let head = self.cout.as_ref().map_or(&[][..], Buf::bytes);
+        let data = body.as_ref().map_or(&[][..], |b| &b.bytes()[..*body_len]);
+        if (head.is_empty() && data.is_empty()) || !self.ready.can_write() {
+            return Ok(0);
+        }
+        let head_len = head.len();
+        let (n, res) = self.sock.write_two(&mut self.ready, head, data);
+        let from_head = n.min(head_len);
+        if let Some(b) = self.cout.as_mut() {
+            b.consume(from_head);
+        }
+        if n > from_head {
+            if let Some(b) = body {
+                b.consume(n - from_head);
+            }
+            *body_len -= n - from_head;
+        }
+        if n > 0 {
+            self.last_activity = now;
+        }
+        match res {
+            SockResult::Error(_) => Err(Broken),
+            _ => Ok(n),
+        }
+    }
+
+    /// Returns empty buffers to the pool: an idle connection holds none.
+    pub fn release_empty(&mut self, pool: &mut Pool) {
+        pool.release_if_empty(&mut self.cin);
+        pool.release_if_empty(&mut self.cout);
+    }
+
+    /// Returns every buffer to the pool (the connection is being closed).
+    pub fn release(&mut self, pool: &mut Pool) {
+        for slot in [&mut self.cin, &mut self.cout] {
+            if let Some(b) = slot.take() {
+                pool.put(b);
+            }
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! Process control shared by the workers: the stop flag, the configuration a reload
+//! published, the wakers that make every loop look at both, and the count of open client
+//! connections (for `--max-connections`).
+//!
+//! This file never counts health and never touches a connection.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::config::Config;
+
+#[derive(Default)]
+pub struct Control {
+    /// SIGTERM/SIGINT: workers stop accepting and drain.
+    stopping: AtomicBool,
+    /// Client connections open in the process.
+    pub connections: AtomicUsize,
+    /// The configuration published by SIGHUP, and how many times it changed.
+    config: Mutex<Option<Arc<Config>>>,
+    config_epoch: AtomicU64,
+    wakers: Mutex<Vec<Arc<mio::Waker>>>,
+}
+
+impl Control {
+    pub fn new() -> Control {
+        Control::default()
+    }
+
+    pub fn add_waker(&self, w: Arc<mio::Waker>) {
+        self.wakers.lock().unwrap_or_else(|p| p.into_inner()).push(w);
+    }
+
+    /// Hands a reloaded configuration to every worker; returns its generation.
+    pub fn publish_config(&self, cfg: Arc<Config>) -> u64 {
+        *self.config.lock().unwrap_or_else(|p| p.into_inner()) = Some(cfg);
+        let generation = self.config_epoch.fetch_add(1, Ordering::AcqRel) + 1;
+        self.wake_all();
+        generation
+    }
+
+    /// The generation the next published configuration will have.
+    pub fn next_generation(&self) -> u64 {
+        self.config_epoch.load(Ordering::Acquire) + 1
+    }
+
+    /// The newest reloaded configuration if it is newer than `seen` (with its generation).
+    pub fn config_since(&self, seen: u64) -> Option<(u64, Arc<Config>)> {
+        let epoch = self.config_epoch.load(Ordering::Acquire);
+        if epoch == seen {
+            return None;
+        }
+        let cfg = self.config.lock().unwrap_or_else(|p| p.into_inner()).clone()?;
+        Some((epoch, cfg))
+    }
+
+    /// Asks every worker to stop accepting and drain.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.wake_all();
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    /// Makes every worker's loop turn (to see a new route, configuration or stop).
+    pub fn wake_all(&self) {
+        for w in self.wakers.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            if let Err(e) = w.wake() {
+                log::error!("cannot wake a worker: {e}");
+            }
+        }
+    }
+}
