@@ -891,6 +891,12 @@ impl ProxyBuilder {
         self
     }
 
+    /// Adds a flag once more, keeping earlier ones (`--backup` given several times).
+    pub fn add(mut self, key: &str, value: &str) -> ProxyBuilder {
+        self.args.push((key.to_string(), Some(value.to_string())));
+        self
+    }
+
     /// A flag without a value (`--json-logs`) or a positional word.
     pub fn flag(mut self, key: &str) -> ProxyBuilder {
         self.args.retain(|(k, _)| k != key);
