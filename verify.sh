@@ -519,6 +519,63 @@ else
   fail "--json-logs: proxy starts" "$(log_tail "$JSON_LOG")"
 fi
 
+# ================================================================= chain and directory backup
+
+section "chain and directory backup"
+# primary -> backup -> backup2, a directory the proxy serves itself (the shipped sorry page).
+stop_pid "$PRIMARY_PID"
+start_upstream primary "$PRIMARY_PORT" || abort "restart primary" "$(log_tail "$TMP/primary.log")"
+PRIMARY_PID=$UP_PID
+CHAIN_PORT=$(free_port)
+CHAIN_LOG="$TMP/proxy-chain.log"
+SORRY=examples/sorry/index.html
+if start_proxy "$CHAIN_LOG" "$CHAIN_PORT" --listen="127.0.0.1:$CHAIN_PORT" --primary="$PRIMARY_URL" \
+  --backup="$BACKUP_URL" --backup=file://./examples/sorry "${HEALTH_FLAGS[@]}" --workers=2; then
+  pass "proxy starts with a chain of three (http, http, file://)"
+  expect "chain: state lists three upstreams" "$(state '[u["kind"] for u in d["upstreams"]]')" '["http", "http", "directory"]'
+  expect "chain: traffic on the primary" "$(who_answers 4)" "primary"
+  stop_pid "$PRIMARY_PID"
+  wait_until 10 test "$(state 'd["active"]["index"]')" = 1
+  expect "chain: primary down -> backup" "$(who_answers 6)" "backup"
+  stop_pid "$BACKUP_PID"
+  wait_until 10 test "$(state 'd["active"]["index"]')" = 2
+  code=$(req "$TMP/sorry.html" "$PROXY/")
+  if [[ $code == 200 ]] && cmp -s "$TMP/sorry.html" "$SORRY"; then pass "chain: both down -> the directory serves index.html"
+  else fail "chain: both down -> the directory serves index.html" "status $code, $(head -c 200 "$TMP/sorry.html")"; fi
+  expect_re "chain: directory answers HEAD with type, length and ETag" \
+    "$(curl -sS -I --max-time 3 "$PROXY/index.html" | tr -d '\r' | grep -iE '^(content-type|content-length|etag):' | sort | tr '\n' ' ')" \
+    "^Content-Length: $(wc -c <"$SORRY") Content-Type: text/html; charset=utf-8 ETag: \".+\" \$"
+  expect "chain: a missing file is 404" "$(req "$TMP/nf" "$PROXY/no-such-file")" "404"
+  expect "chain: POST on the static copy is 503" "$(req "$TMP/post" -X POST -d x "$PROXY/form")" "503"
+  expect "chain: traversal is refused" "$(req "$TMP/trav" --path-as-is "$PROXY/%2e%2e/%2e%2e/etc/passwd")" "404"
+  start_upstream backup "$BACKUP_PORT" || abort "restart backup" "$(log_tail "$TMP/backup.log")"
+  BACKUP_PID=$UP_PID
+  wait_until 10 test "$(state 'd["active"]["index"]')" = 1
+  expect "chain: backup back -> traffic climbs one link" "$(who_answers 4)" "backup"
+  start_upstream primary "$PRIMARY_PORT" || abort "restart primary" "$(log_tail "$TMP/primary.log")"
+  PRIMARY_PID=$UP_PID
+  wait_until 10 test "$(state 'd["active"]["index"]')" = 0
+  expect "chain: primary back -> traffic on the primary" "$(who_answers 4)" "primary"
+  expect "chain: each switch logged once" "$(grep -c 'traffic -> ' "$CHAIN_LOG")" "4"
+  stop_pid "$PROXY_PID"
+else
+  fail "proxy starts with a chain of three (http, http, file://)" "$(log_tail "$CHAIN_LOG")"
+fi
+
+# The README's first command: nothing on the primary port, the sorry page at once.
+SORRY_PORT=$(free_port)
+DEAD_PORT=$(free_port)
+if start_proxy "$TMP/proxy-sorry.log" "$SORRY_PORT" --listen="127.0.0.1:$SORRY_PORT" \
+  --primary="http://127.0.0.1:$DEAD_PORT" --backup=file://./examples/sorry --backup-status=503 --workers=1; then
+  code=$(curl -sS -D "$TMP/sorry.head" -o "$TMP/sorry.body" -w '%{http_code}' --max-time 3 "$PROXY/any/path" || true)
+  expect_re "sorry page: 503 with the page, Retry-After and no-store" \
+    "$code $(cmp -s "$TMP/sorry.body" "$SORRY" && echo same-page) $(tr -d '\r' <"$TMP/sorry.head" | grep -ciE '^(retry-after: [0-9]+|cache-control: no-store)$')" \
+    '^503 same-page 2$'
+  stop_pid "$PROXY_PID"
+else
+  fail "sorry page: proxy starts" "$(log_tail "$TMP/proxy-sorry.log")"
+fi
+
 # ================================================================= TLS
 
 section "tls"

@@ -419,3 +419,16 @@ impl Client {
         self.phase = Phase::Answer { close: true };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// An idle keep-alive connection is this struct in a slab: everything per request lives
+    /// in the exchange, which exists only while a request is in flight.
+    #[test]
+    fn an_idle_connection_holds_no_per_request_state() {
+        use std::mem::size_of;
+        let (client, exchange) = (size_of::<super::Client>(), size_of::<crate::exchange::Exchange>());
+        assert!(client <= 256, "Client is {client} bytes");
+        assert!(exchange > client, "the per-request part ({exchange} bytes) is not in the connection");
+    }
+}
