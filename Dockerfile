@@ -17,6 +17,8 @@ RUN apt-get update \
  && useradd --system --uid 10001 --gid failover --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin failover
 COPY --from=builder /usr/local/bin/failover /usr/local/bin/failover
+# The shipped maintenance page, for --backup=file:///usr/share/failover/sorry
+COPY --from=builder /src/examples/sorry /usr/share/failover/sorry
 USER failover:failover
 EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/failover"]
