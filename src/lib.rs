@@ -10,6 +10,7 @@
 mod admin;
 mod answer;
 pub mod buffer;
+mod chain;
 mod client;
 mod client_io;
 pub mod config;
@@ -31,6 +32,7 @@ mod timer;
 mod tls;
 mod token;
 mod transport;
+mod units;
 mod uplink;
 mod upstream;
 mod worker;

@@ -3,7 +3,10 @@
 //! Sockets are registered once for both directions, edge-triggered. Edges from epoll are
 //! OR'ed into `event`; an `event` bit is cleared only when an operation returns
 //! `WouldBlock`. The state machines change only `interest`. A side is worth touching when
-//! its bit is in both. This file never does I/O.
+//! its bit is in both. [`SockResult`] is what an operation ended on, for the same
+//! bookkeeping. This file never does I/O.
+
+use std::io;
 
 /// Readable bit.
 pub const R: u8 = 1;
@@ -44,6 +47,19 @@ impl Readiness {
             self.event |= HUP | R;
         }
     }
+}
+
+/// What a read or write ended on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SockResult {
+    /// Moved what there was; the socket may have more (buffer full / nothing left to send).
+    Continue,
+    /// The socket has nothing more for now.
+    WouldBlock,
+    /// The peer closed its sending side (read returned 0).
+    Closed,
+    /// Reset or another socket error.
+    Error(io::ErrorKind),
 }
 
 #[cfg(test)]

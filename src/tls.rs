@@ -15,8 +15,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 
 use crate::buffer::Buf;
-use crate::readiness::{Readiness, HUP, R, W};
-use crate::transport::SockResult;
+use crate::readiness::{Readiness, SockResult, HUP, R, W};
 
 /// Plaintext rustls may hold for sending before writes push back.
 const SEND_LIMIT: usize = 64 * 1024;

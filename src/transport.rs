@@ -10,6 +10,7 @@ use std::io::{self, IoSlice, Read, Write};
 use mio::net::TcpStream;
 
 use crate::buffer::Buf;
+pub use crate::readiness::SockResult;
 use crate::readiness::{Readiness, HUP, R, W};
 use crate::tls::Session;
 
@@ -64,19 +65,6 @@ impl Conn {
     pub fn handshaking(&self) -> bool {
         self.tls.as_ref().is_some_and(|t| t.is_handshaking())
     }
-}
-
-/// What a read or write ended on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SockResult {
-    /// Moved what there was; the socket may have more (buffer full / nothing left to send).
-    Continue,
-    /// The socket has nothing more for now.
-    WouldBlock,
-    /// The peer closed its sending side (read returned 0).
-    Closed,
-    /// Reset or another socket error.
-    Error(io::ErrorKind),
 }
 
 /// Reads into the free space of `buf` until it is full or the socket would block.
