@@ -16,10 +16,11 @@ use crate::buffer::{Buf, Writer};
 use crate::client_io::ClientIo;
 use crate::config::Config;
 use crate::exchange::{retry_after, Exchange, Flow};
-use crate::http1::{self, Forward};
+use crate::http1::{self, Addressing, Forward};
 use crate::timer::Deadline;
 use crate::transport::{Conn, SockResult};
 use crate::uplink::Uplink;
+use crate::upstream::Upstream;
 
 pub use crate::exchange::Ctx;
 
@@ -257,7 +258,10 @@ impl Client {
             }
         }
         let target = cx.route.active;
-        let addressing = cx.cfg.upstreams[target].addressing();
+        // The route always names an upstream of this worker's configuration (see
+        // `Worker::sync_route`).
+        debug_assert!(target < cx.cfg.upstreams.len());
+        let addressing = cx.cfg.upstreams.get(target).map_or(Addressing::NONE, Upstream::addressing);
         let fwd = Forward {
             prefix: addressing.prefix,
             client_ip: self.io.peer.ip(),
@@ -320,7 +324,7 @@ impl Client {
             self.phase = Phase::Answer { close: true };
             return Pass::Moved;
         }
-        log::debug!("client={} request to {}", self.io.peer, cx.cfg.upstreams[target].name);
+        log::debug!("client={} request to {}", self.io.peer, cx.cfg.name(target));
         self.io.last_activity = cx.now;
         let ex = self.ex.insert(Exchange::start(req, target, head, cx));
         self.phase = Phase::Exchange;

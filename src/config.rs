@@ -278,6 +278,11 @@ pub struct Config {
 }
 
 impl Config {
+    /// The name of upstream `i` (`?` for a position a reload removed).
+    pub fn name(&self, i: usize) -> &str {
+        self.upstreams.get(i).map_or("?", |u| u.name.as_str())
+    }
+
     /// Probe period while the serving upstream is suspect: a quarter of the interval, at least 50ms.
     pub fn fast_interval(&self) -> Duration {
         (self.check_interval / 4).max(Duration::from_millis(50)).min(self.check_interval)

@@ -16,11 +16,11 @@ use crate::client_io::ClientIo;
 use crate::config::Config;
 use crate::framing::Body;
 use crate::health::{Board, Route};
-use crate::http1::{self, Request, Response};
+use crate::http1::{self, Addressing, Request, Response};
 use crate::retry::{self, Attempt, Decision, Failure, Replay};
 use crate::static_files::FileBody;
 use crate::stats::Stats;
-use crate::upstream::{Kind, MAX_UPSTREAMS};
+use crate::upstream::{Kind, Upstream, MAX_UPSTREAMS};
 
 /// How long a client that sent `Expect: 100-continue` waits for the upstream's 100 before
 /// the proxy sends one itself (curl waits as long before it sends the body anyway).
@@ -192,9 +192,14 @@ impl Exchange {
     /// from a directory at once.
     pub(crate) fn attempt(&mut self, io: &mut ClientIo, cx: &mut Ctx, fresh: bool) -> Flow {
         let cfg = cx.cfg;
-        match &cfg.upstreams[self.target].kind {
-            Kind::Origin(_) => Flow::Connect { target: self.target, fresh },
-            Kind::Site(_) => self.start_file(io, cx),
+        match cfg.upstreams.get(self.target).map(|u| &u.kind) {
+            Some(Kind::Origin(_)) => Flow::Connect { target: self.target, fresh },
+            Some(Kind::Site(_)) => self.start_file(io, cx),
+            // A reload shortened the chain while this request was on its way.
+            None => {
+                self.answer(io, cx, 502, "the upstream was removed by a configuration reload", "", true);
+                Flow::Answered
+            }
         }
     }
 
@@ -278,7 +283,7 @@ impl Exchange {
             replay: self.replay.ok(),
         };
         let cfg = cx.cfg;
-        let name = &cfg.upstreams[t].name;
+        let name = cfg.name(t);
         match retry::decide(&fail, attempt, cx.route) {
             Decision::Fresh => {
                 log::debug!("client={} pooled connection to {name} was closed; retrying on a new one", io.peer);
@@ -286,7 +291,7 @@ impl Exchange {
                 self.resend(io, cx, t, true)
             }
             Decision::Next(to) => {
-                log::debug!("client={} {name} failed ({fail:?}); retrying on {}", io.peer, cfg.upstreams[to].name);
+                log::debug!("client={} {name} failed ({fail:?}); retrying on {}", io.peer, cfg.name(to));
                 Stats::bump(&cx.stats.retries);
                 self.resend(io, cx, to, false)
             }
@@ -305,11 +310,11 @@ impl Exchange {
             let mut head = cx.pool.take();
             if let Some(old) = self.up_head.as_ref() {
                 let cfg = cx.cfg;
-                let (from, into) = (&cfg.upstreams[self.target], &cfg.upstreams[to]);
+                let addressing = |i: usize| cfg.upstreams.get(i).map_or(Addressing::NONE, Upstream::addressing);
                 http1::retarget(
                     old.bytes(),
-                    from.addressing(),
-                    into.addressing(),
+                    addressing(self.target),
+                    addressing(to),
                     &mut Writer { buf: &mut head, overflow: false },
                 );
             }
@@ -341,12 +346,7 @@ impl Exchange {
         self.replay.ok().ok()?;
         let to = cx.route.next_after(self.target, self.tried)?;
         let cfg = cx.cfg;
-        log::debug!(
-            "client={} rescued from {} to {}",
-            io.peer,
-            cfg.upstreams[self.target].name,
-            cfg.upstreams[to].name
-        );
+        log::debug!("client={} rescued from {} to {}", io.peer, cfg.name(self.target), cfg.name(to));
         Stats::bump(&cx.stats.rescues);
         Some(self.resend(io, cx, to, false))
     }

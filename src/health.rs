@@ -183,7 +183,7 @@ impl Book {
             None => self.active,
             Some(b) if b < self.active && self.ups[self.active].healthy && held => {
                 if flipped && b == i {
-                    let name = &cfg.upstreams[self.active].name;
+                    let name = cfg.name(self.active);
                     reason.push_str(&format!(", held on {name} for --min-backup-time ({:?})", cfg.min_backup_time));
                 }
                 self.active
@@ -192,10 +192,8 @@ impl Book {
         };
         if next != self.active {
             if !flipped {
-                reason = format!(
-                    "{} healthy and --min-backup-time ({:?}) elapsed",
-                    cfg.upstreams[next].name, cfg.min_backup_time
-                );
+                reason =
+                    format!("{} healthy and --min-backup-time ({:?}) elapsed", cfg.name(next), cfg.min_backup_time);
             }
             self.active = next;
             self.since_unix = unix_now();
@@ -222,8 +220,14 @@ impl Book {
         }
         self.ups = ups;
         self.urls = urls;
-        if self.active >= self.ups.len() {
-            self.active = 0;
+        // The serving upstream left the chain (or is down): the first healthy one serves.
+        if self.ups.get(self.active).is_none_or(|h| !h.healthy) {
+            let next = self.ups.iter().position(|h| h.healthy).unwrap_or(0);
+            if next != self.active {
+                self.active = next;
+                self.since_unix = unix_now();
+                self.active_since = Instant::now();
+            }
         }
     }
 }

@@ -475,6 +475,11 @@ pub struct Addressing<'a> {
     pub host: Option<&'a str>,
 }
 
+impl Addressing<'_> {
+    /// The client's path and Host, unchanged.
+    pub const NONE: Addressing<'static> = Addressing { prefix: "", host: None };
+}
+
 /// Rewrites a head made by [`parse_request`] for one upstream into the head for another
 /// (a retry on the other upstream): the path prefix and the Host line change.
 pub fn retarget(head: &[u8], old: Addressing, new: Addressing, out: &mut Writer) {

@@ -184,7 +184,7 @@ impl Exchange {
                     let extra = match retry::decide(&Failure::Status(resp.status), attempt, cx.route) {
                         Decision::Next(to) => {
                             let cfg = cx.cfg;
-                            let name = &cfg.upstreams[self.target].name;
+                            let name = cfg.name(self.target);
                             log::debug!(
                                 "client={} {name} answered {}; retrying on the next upstream",
                                 io.peer,
@@ -327,7 +327,7 @@ impl Exchange {
     /// follows in [`Exchange::send_file`].
     pub(crate) fn start_file(&mut self, io: &mut ClientIo, cx: &mut Ctx) -> Flow {
         let cfg = cx.cfg;
-        let Some(site) = cfg.upstreams[self.target].site() else { return Flow::Close };
+        let Some(site) = cfg.upstreams.get(self.target).and_then(|u| u.site()) else { return Flow::Close };
         self.mode = Mode::File;
         self.expect_wait = false;
         // A request body is never read here: the connection stays open only if all of it
@@ -354,7 +354,7 @@ impl Exchange {
             SystemTime::now(),
             &mut Writer { buf: out, overflow: false },
         );
-        log::debug!("client={} {} from {}", io.peer, served.status, cfg.upstreams[self.target].name);
+        log::debug!("client={} {} from {}", io.peer, served.status, cfg.name(self.target));
         if let Some(b) = head {
             cx.pool.put(b);
         }

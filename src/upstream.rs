@@ -63,7 +63,7 @@ impl Upstream {
     pub fn addressing(&self) -> Addressing<'_> {
         match &self.kind {
             Kind::Origin(o) => Addressing { prefix: &o.prefix, host: o.host_override() },
-            Kind::Site(_) => Addressing { prefix: "", host: None },
+            Kind::Site(_) => Addressing::NONE,
         }
     }
 }

@@ -519,8 +519,7 @@ impl Worker {
             Outcome::Pending => return,
             Outcome::Healthy => self.report(i, Observation { ok: true, why: "", took }),
             Outcome::Unhealthy(why) => {
-                let name = self.cfg.upstreams.get(i).map_or("?", |u| u.name.as_str());
-                log::debug!("worker={} {name} check failed: {why}", self.id);
+                log::debug!("worker={} {} check failed: {why}", self.id, self.cfg.name(i));
                 self.report(i, Observation { ok: false, why: &why, took });
                 self.arm_fast_probe();
             }
@@ -605,7 +604,7 @@ impl Worker {
 
 /// The one log line of a routing change.
 fn log_change(cfg: &Config, c: &Change) {
-    let name = |i: usize| cfg.upstreams.get(i).map_or("?", |u| u.name.as_str());
+    let name = |i: usize| cfg.name(i);
     let url = |i: usize| cfg.upstreams.get(i).map_or("?", |u| u.url.as_str());
     if c.to.all_down() {
         log::warn!("{}; every upstream is down", c.reason);
