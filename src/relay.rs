@@ -114,10 +114,9 @@ impl Exchange {
             self.replay.advance(k);
         } else if k > 0 {
             if let Some(cin) = io.cin.as_mut() {
-                // A copy is kept only while a later upstream could take a re-send.
-                if self.target + 1 < cx.cfg.upstreams.len() {
-                    self.replay.keep(&cin.bytes()[..k], cx.cfg.retry_buffer, cx.pool);
-                }
+                // Kept even on the last upstream: the chain must hold every byte sent, or a
+                // re-send (a reload may add upstreams) would be a truncated request.
+                self.replay.keep(&cin.bytes()[..k], cx.cfg.retry_buffer, cx.pool);
                 cin.consume(k);
             }
             self.req_fwd -= k;
