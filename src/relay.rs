@@ -329,8 +329,13 @@ impl Exchange {
         let Some(site) = cfg.upstreams.get(self.target).and_then(|u| u.site()) else { return Flow::Close };
         self.mode = Mode::File;
         self.expect_wait = false;
-        // A request body is never read here: the connection stays open only if all of it
-        // arrived already (it is dropped), else it closes after the answer.
+        // A request body is not for a directory: the connection stays open only if all of
+        // it arrived already (it is dropped), else it closes after the answer.
+        if let Some(cin) = io.cin.as_ref().filter(|_| !self.req_body.is_done()) {
+            if let Ok(n) = self.req_body.scan(&cin.bytes()[self.req_fwd..]) {
+                self.req_fwd += n;
+            }
+        }
         let body_here = self.req_body.is_done();
         if body_here {
             if let Some(cin) = io.cin.as_mut() {
