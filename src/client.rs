@@ -26,12 +26,15 @@ pub use crate::exchange::Ctx;
 
 /// Passes through the drive loop before yielding to other connections.
 const ROUNDS: usize = 16;
-/// How long a closing connection may keep sending before we stop reading it.
-const LINGER: Duration = Duration::from_secs(2);
+/// Lingering close (RFC 9112 9.6, nginx's `lingering_close`): after our last response a
+/// client may still be sending; closing while its bytes arrive makes the kernel reset the
+/// connection and can destroy the response before the client read it. So we half-close and
+/// read and drop what comes, until the client stops: at most this long after the response,
+/// and this long between two reads.
+const LINGER_TOTAL: Duration = Duration::from_secs(30);
+const LINGER_GAP: Duration = Duration::from_secs(5);
 /// While stopping, how long an idle keep-alive connection may still send a request.
 const DRAIN_IDLE: Duration = Duration::from_millis(500);
-/// How much a closing connection may send before we stop reading it.
-const LINGER_BYTES: u32 = 1 << 20;
 
 /// What the worker must do after a drive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +70,9 @@ enum Phase {
     Exchange,
     /// Writing a response the proxy made itself.
     Answer { close: bool },
+    /// Reading and dropping the rest of a request body nobody will read (its response
+    /// went out already), then the next request.
+    Discard { left: u64 },
     /// Our side is shut; discarding what the client still sends so it reads our answer.
     Linger,
 }
@@ -80,12 +86,11 @@ pub struct Client {
     pub uplink: Option<usize>,
     phase: Phase,
     ex: Option<Box<Exchange>>,
-    /// When the first byte of the request head now being read arrived.
+    /// When the first byte of the request head now being read arrived; while lingering,
+    /// when the lingering began.
     head_started: Instant,
     /// How far `cin` was searched for the end of a request head without finding it.
     head_scan: u32,
-    /// Bytes discarded while lingering.
-    lingered: u32,
     /// The process is stopping: close after the exchange in flight.
     draining: bool,
 }
@@ -101,7 +106,6 @@ impl Client {
             ex: None,
             head_started: now,
             head_scan: 0,
-            lingered: 0,
             draining: false,
         }
     }
@@ -141,6 +145,7 @@ impl Client {
                 Phase::Head => self.on_head(cx),
                 Phase::Exchange => self.on_exchange(cx, up.as_deref_mut()),
                 Phase::Answer { close } => self.on_answer(cx, close),
+                Phase::Discard { left } => self.on_discard(cx, left),
                 Phase::Linger => self.on_linger(cx),
             };
             match pass {
@@ -176,7 +181,12 @@ impl Client {
             }
             (Phase::Head, _) => self.head_started + cfg.header_timeout,
             (Phase::Exchange, Some(ex)) => ex.deadline(io, cfg),
-            (Phase::Linger, _) => io.last_activity + LINGER,
+            (Phase::Linger, _) => {
+                // Stopping: lingering must not hold the process for long either.
+                let gap = if self.draining { DRAIN_IDLE } else { LINGER_GAP };
+                (io.last_activity + gap).min(self.head_started + LINGER_TOTAL)
+            }
+            (Phase::Discard { .. }, _) => io.last_activity + cfg.body_timeout,
             (Phase::Exchange, None) | (Phase::Answer { .. }, _) => io.last_activity + cfg.idle_timeout,
         })
     }
@@ -206,7 +216,7 @@ impl Client {
     /// The worker could not even start connecting to the upstream.
     pub fn connect_error(&mut self, cx: &mut Ctx, why: String) -> Step {
         let Some(ex) = self.ex.as_mut() else { return Step::Close };
-        let flow = ex.failed(&mut self.io, cx, crate::retry::Failure::Connect(why), false);
+        let flow = ex.failed(&mut self.io, cx, crate::retry::Failure::connect(why), false);
         match self.follow(flow, cx) {
             Pass::Do(step) => step,
             Pass::Moved | Pass::Idle => Step::Wait,
@@ -351,10 +361,14 @@ impl Client {
                 self.phase = Phase::Answer { close: true };
                 Pass::Do(Step::DropUpstream)
             }
-            Flow::Done { reuse, keep_alive } => {
+            Flow::Done { reuse, keep_alive, discard } => {
                 self.end_exchange(cx);
                 self.phase = if keep_alive && !self.draining {
-                    Phase::Head
+                    if discard > 0 {
+                        Phase::Discard { left: discard }
+                    } else {
+                        Phase::Head
+                    }
                 } else {
                     self.shut_client(cx.now);
                     Phase::Linger
@@ -387,26 +401,49 @@ impl Client {
         Pass::Moved
     }
 
-    /// Half-closes toward the client; what it still sends is read and dropped for a while,
-    /// so its kernel does not reset the connection before it read our last response.
+    fn on_discard(&mut self, cx: &mut Ctx, mut left: u64) -> Pass {
+        if let Some(cin) = self.io.cin.as_mut() {
+            let n = cin.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            cin.consume(n);
+            left -= n as u64;
+        }
+        if left == 0 {
+            // What follows in `cin` is the next (pipelined) request.
+            self.phase = Phase::Head;
+            return Pass::Moved;
+        }
+        self.phase = Phase::Discard { left };
+        match self.io.read(cx.pool, false, cx.now) {
+            Err(_) => Pass::Do(Step::Close),
+            Ok(0) if self.io.eof => Pass::Do(Step::Close),
+            Ok(0) => Pass::Idle,
+            Ok(_) => Pass::Moved,
+        }
+    }
+
+    /// Half-closes toward the client; what it still sends is read and dropped (see
+    /// [`LINGER_TOTAL`]), so its kernel does not reset the connection before it read our
+    /// last response.
     fn shut_client(&mut self, now: Instant) {
         self.io.sock.shutdown_write(&mut self.io.ready);
         self.io.last_activity = now;
-        self.lingered = 0;
+        self.head_started = now;
     }
 
     fn on_linger(&mut self, cx: &mut Ctx) -> Pass {
         if self.io.eof {
             return Pass::Do(Step::Close);
         }
+        // A pooled buffer for the read only: an empty one goes back after the pass.
         let buf = cx.pool.ensure(&mut self.io.cin);
         buf.clear();
         let (n, res) = self.io.sock.read_into(&mut self.io.ready, buf);
         buf.clear();
-        self.lingered = self.lingered.saturating_add(n as u32);
+        if n > 0 {
+            self.io.last_activity = cx.now;
+        }
         match res {
             SockResult::Closed | SockResult::Error(_) => Pass::Do(Step::Close),
-            _ if self.lingered > LINGER_BYTES => Pass::Do(Step::Close),
             SockResult::Continue => Pass::Moved,
             SockResult::WouldBlock => Pass::Idle,
         }

@@ -79,6 +79,10 @@ pub struct Flags {
     /// How long an idle client keep-alive connection is kept open [default: 60s]
     #[arg(long, value_name = "DURATION")]
     pub idle_timeout: Option<String>,
+    /// How long an upgraded connection (WebSocket) may be quiet in both directions before it is
+    /// closed [default: 1h]
+    #[arg(long, value_name = "DURATION")]
+    pub tunnel_timeout: Option<String>,
     /// Longest pause while a client sends its request body; exceeded gives 408 [default: 60s]
     #[arg(long, value_name = "DURATION")]
     pub body_timeout: Option<String>,
@@ -181,6 +185,7 @@ struct FileConfig {
     connect_timeout: Option<Scalar>,
     upstream_timeout: Option<Scalar>,
     idle_timeout: Option<Scalar>,
+    tunnel_timeout: Option<Scalar>,
     header_timeout: Option<Scalar>,
     body_timeout: Option<Scalar>,
     shutdown_timeout: Option<Scalar>,
@@ -258,6 +263,8 @@ pub struct Config {
     pub connect_timeout: Duration,
     pub upstream_timeout: Duration,
     pub idle_timeout: Duration,
+    /// Quiet time after which an upgraded connection is closed.
+    pub tunnel_timeout: Duration,
     pub header_timeout: Duration,
     pub body_timeout: Duration,
     pub shutdown_timeout: Duration,
@@ -345,6 +352,7 @@ fn merge(f: Flags, y: FileConfig) -> Result<Config, Error> {
     let connect_timeout = duration("connect-timeout", text(f.connect_timeout, y.connect_timeout), "2s", ms(1))?;
     let upstream_timeout = duration("upstream-timeout", text(f.upstream_timeout, y.upstream_timeout), "30s", ms(1))?;
     let idle_timeout = duration("idle-timeout", text(f.idle_timeout, y.idle_timeout), "60s", ms(1))?;
+    let tunnel_timeout = duration("tunnel-timeout", text(f.tunnel_timeout, y.tunnel_timeout), "1h", ms(1))?;
     let header_timeout = duration("header-timeout", text(f.header_timeout, y.header_timeout), "10s", ms(1))?;
 
     let body_timeout = duration("body-timeout", text(f.body_timeout, y.body_timeout), "60s", ms(1))?;
@@ -454,6 +462,7 @@ fn merge(f: Flags, y: FileConfig) -> Result<Config, Error> {
         connect_timeout,
         upstream_timeout,
         idle_timeout,
+        tunnel_timeout,
         header_timeout,
         body_timeout,
         shutdown_timeout,

@@ -27,6 +27,9 @@ use crate::upstream::{Kind, Upstream, MAX_UPSTREAMS};
 const EXPECT_WAIT: Duration = Duration::from_secs(1);
 /// Ended exchanges kept per worker for the next requests (their memory is reused).
 const SPARE: usize = 1024;
+/// The most of an unread request body the client connection reads and drops to stay
+/// open after an early answer; past it, it closes (lingering).
+pub const DISCARD_MAX: u64 = 1 << 20;
 
 /// What the client needs from the worker while it drives.
 pub struct Ctx<'a> {
@@ -52,11 +55,9 @@ pub type Spare = Vec<Box<Exchange>>;
 pub struct Signals {
     /// Bit i: something failed on upstream i: confirm with a probe.
     pub suspect: u32,
-    /// Failures that say as plainly as a failed check that upstream i is down (connect
-    /// refused or timed out, no response head in time): each counts like a failed probe.
-    pub failures: [u32; MAX_UPSTREAMS],
-    /// What the last counted failure of each upstream was, in words.
-    pub why: [Option<String>; MAX_UPSTREAMS],
+    /// Refused connections to upstream i: nothing listens, as plain as a failed check, so
+    /// each counts like one.
+    pub refused: [u32; MAX_UPSTREAMS],
 }
 
 /// What the exchange asks of the client after a pass.
@@ -73,10 +74,12 @@ pub enum Flow {
     /// Drop the attached upstream connection (it must not be reused) and drive again.
     DropUpstream,
     /// The response is complete. `reuse`: the upstream connection may be pooled;
-    /// `keep_alive`: the client connection carries the next request.
+    /// `keep_alive`: the client connection carries the next request, once `discard` more
+    /// bytes of this request's body (which nobody reads now) have been read and dropped.
     Done {
         reuse: bool,
         keep_alive: bool,
+        discard: u64,
     },
     /// The proxy answered instead (its answer is in the client's out buffer); the
     /// connection closes after it.
@@ -119,6 +122,9 @@ pub struct Exchange {
     pub(crate) resp_fwd: usize,
     pub(crate) up_eof: bool,
     pub(crate) up_shut: bool,
+    /// Sending to the upstream failed before its response head: the failure, held until a
+    /// read shows there is no answer waiting.
+    pub(crate) send_failed: Option<Failure>,
     /// A fresh connection replaced a stale pooled one on this upstream already.
     pub(crate) refreshed: bool,
     /// `Expect: 100-continue` and nothing relayed back yet.
@@ -149,6 +155,7 @@ impl Exchange {
             resp_fwd: 0,
             up_eof: false,
             up_shut: false,
+            send_failed: None,
             refreshed: false,
             replay: Replay::new(req.replay_ok, replay_vec),
             file: None,
@@ -225,7 +232,10 @@ impl Exchange {
 
     /// When the exchange times out, counted from the last activity.
     pub fn deadline(&self, io: &ClientIo, cfg: &Config) -> Instant {
-        let wait = if self.mode != Mode::Upstream || self.resp.is_some() {
+        let wait = if self.mode == Mode::Tunnel {
+            cfg.tunnel_timeout
+        } else if self.mode == Mode::File || self.resp.is_some() {
+            // A response in flight: bounded by the gap between bytes, not its length.
             cfg.idle_timeout
         } else if self.awaiting_continue(io) {
             EXPECT_WAIT
@@ -269,10 +279,10 @@ impl Exchange {
             return Flow::Close;
         }
         let t = self.target;
+        // Any failure asks for a confirming probe; only a refusal counts by itself.
         cx.signals.suspect |= 1 << t;
-        if let Some(why) = fail.counted() {
-            cx.signals.failures[t] += 1;
-            cx.signals.why[t] = Some(format!("{why} (live request)"));
+        if fail.counts() {
+            cx.signals.refused[t] += 1;
         }
         let attempt = Attempt {
             on: t,
@@ -330,6 +340,7 @@ impl Exchange {
         self.replay.rewind();
         self.up_eof = false;
         self.up_shut = false;
+        self.send_failed = None;
         io.last_activity = cx.now;
         if let Some(b) = self.uin.as_mut() {
             b.clear();

@@ -11,9 +11,10 @@ use std::time::SystemTime;
 
 use crate::buffer::{Buf, Writer};
 use crate::client_io::ClientIo;
-use crate::exchange::{retry_after, Ctx, Exchange, Flow, Mode};
+use crate::exchange::{retry_after, Ctx, Exchange, Flow, Mode, DISCARD_MAX};
 use crate::framing::{Body, ChunkError, Rewrite};
 use crate::http1;
+use crate::readiness::R;
 use crate::retry::{self, Attempt, Decision, Failure};
 use crate::stats::Stats;
 use crate::transport::SockResult;
@@ -50,7 +51,7 @@ impl Exchange {
         if up.state == UpState::Connecting {
             match up.connected() {
                 Ok(done) => moved = done,
-                Err(why) => return Err(self.failed(io, cx, Failure::Connect(why), up.reused)),
+                Err(why) => return Err(self.failed(io, cx, Failure::connect(why), up.reused)),
             }
         }
         if up.state == UpState::Busy && up.sock.wants_flush() && up.ready.can_write() {
@@ -127,12 +128,14 @@ impl Exchange {
             io.last_activity = cx.now;
         }
         if let SockResult::Error(k) = res {
-            if self.resp.is_none() {
-                let fail = io_fail(up, format!("send failed: {}", kind_text(k)));
-                return Err(self.failed(io, cx, fail, up.reused));
-            }
-            // The upstream answered already and stopped reading: finish relaying.
+            // The upstream stopped reading. It may have answered first and closed with our
+            // body unread (a 405 to an upload): that answer can be waiting in our receive
+            // buffer, so read before failing (the read after a reset says at once).
             self.up_shut = true;
+            if self.resp.is_none() {
+                self.send_failed = Some(io_fail(up, format!("send failed: {}", kind_text(k))));
+                up.ready.event |= R;
+            }
         }
         Ok(moved)
     }
@@ -156,7 +159,8 @@ impl Exchange {
                 match res {
                     SockResult::Closed => self.up_eof = true,
                     SockResult::Error(k) if self.resp.is_none() => {
-                        return Err(self.failed(io, cx, io_fail(up, kind_text(k)), up.reused))
+                        let fail = self.send_failed.take().unwrap_or_else(|| io_fail(up, kind_text(k)));
+                        return Err(self.failed(io, cx, fail, up.reused));
                     }
                     SockResult::Error(_) => return Err(Flow::Close),
                     _ => {}
@@ -224,7 +228,8 @@ impl Exchange {
             }
         }
         if self.resp.is_none() && self.up_eof {
-            return Err(self.failed(io, cx, Failure::Closed, up.reused));
+            let fail = self.send_failed.take().unwrap_or(Failure::Closed);
+            return Err(self.failed(io, cx, fail, up.reused));
         }
         Ok(moved)
     }
@@ -268,7 +273,22 @@ impl Exchange {
         let extra = self.uin.as_ref().is_some_and(|b| !b.is_empty());
         let req_done = self.req_body.is_done() && self.req_fwd == 0;
         let reuse = resp.reusable && !self.up_eof && !extra && req_done && !self.up_shut;
-        Some(Flow::Done { reuse, keep_alive: resp.keep_alive && req_done && !io.eof })
+        let keep_alive = resp.keep_alive && !io.eof;
+        // The upstream answered before the whole request body arrived (say 405 to an
+        // upload). The rest is for nobody, but if it is of known length and small, reading
+        // it keeps the client connection; else the connection closes (lingering).
+        let discard = match self.req_body {
+            _ if req_done => 0,
+            Body::Length(left) if keep_alive && left + self.req_fwd as u64 <= DISCARD_MAX => {
+                if let Some(cin) = io.cin.as_mut() {
+                    cin.consume(self.req_fwd);
+                }
+                self.req_fwd = 0;
+                left
+            }
+            _ => return Some(Flow::Done { reuse, keep_alive: false, discard: 0 }),
+        };
+        Some(Flow::Done { reuse, keep_alive, discard })
     }
 
     /// After a 101: bytes both ways until the upstream is done.
@@ -404,7 +424,7 @@ impl Exchange {
         }
         let file_done = self.file.as_ref().is_none_or(|f| f.len == 0);
         if file_done && self.resp_fwd == 0 && io.cout_empty() {
-            return Flow::Done { reuse: false, keep_alive: self.file_keep_alive && !io.eof };
+            return Flow::Done { reuse: false, keep_alive: self.file_keep_alive && !io.eof, discard: 0 };
         }
         if moved {
             Flow::Moved

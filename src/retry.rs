@@ -7,12 +7,15 @@
 
 use crate::buffer::{Buf, Pool};
 use crate::health::Route;
+use crate::uplink;
 
 /// Why an upstream exchange failed before a response head reached the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
-    /// The connection could not be made (refused, reset, TLS handshake failed): nothing
-    /// reached the upstream.
+    /// The connection was refused: nothing listens there.
+    Refused,
+    /// The connection could not be made otherwise (reset, unreachable, TLS handshake
+    /// failed): nothing reached the upstream.
     Connect(String),
     /// The connect did not finish within `--connect-timeout` (nothing was sent).
     ConnectTimeout,
@@ -29,9 +32,18 @@ pub enum Failure {
 }
 
 impl Failure {
+    /// A failed connect, as [`crate::uplink`] words it.
+    pub fn connect(why: String) -> Failure {
+        if why == uplink::REFUSED {
+            Failure::Refused
+        } else {
+            Failure::Connect(why)
+        }
+    }
+
     /// Nothing reached the upstream: the request may go elsewhere whatever its method.
     pub fn nothing_sent(&self) -> bool {
-        matches!(self, Failure::Connect(_) | Failure::ConnectTimeout)
+        matches!(self, Failure::Refused | Failure::Connect(_) | Failure::ConnectTimeout)
     }
 
     /// The status and text a client gets when this failure is the last word (`name`: the
@@ -39,6 +51,7 @@ impl Failure {
     /// response is relayed.
     pub fn answer(&self, name: &str) -> (u16, String) {
         match self {
+            Failure::Refused => (502, format!("{name}: {}", uplink::REFUSED)),
             Failure::Connect(why) => (502, format!("{name}: {why}")),
             Failure::ConnectTimeout => (504, format!("{name}: connect timed out")),
             Failure::NoResponse => (504, format!("{name}: no response in time")),
@@ -49,15 +62,12 @@ impl Failure {
         }
     }
 
-    /// A failure that says the upstream is down as plainly as a failed check (nothing
-    /// listens, or nothing answers): counted toward `--fail-threshold`, in these words.
-    pub fn counted(&self) -> Option<String> {
-        match self {
-            Failure::Connect(why) => Some(why.clone()),
-            Failure::ConnectTimeout => Some("connect timed out".into()),
-            Failure::NoResponse => Some("no response head in time".into()),
-            _ => None,
-        }
+    /// Whether this failure counts toward `--fail-threshold` like a failed check. Only a
+    /// refused connection does: it proves nothing listens. A timeout or a reset may be this
+    /// one slow or broken URL while the rest of the upstream is fine (a long-poll past
+    /// `--upstream-timeout`), so it only asks for a confirming probe, which counts.
+    pub fn counts(&self) -> bool {
+        matches!(self, Failure::Refused)
     }
 }
 
@@ -236,7 +246,7 @@ mod tests {
         let no = Err(Skip::Method);
         let big = Err(Skip::BodyTooLarge);
         let io = Failure::Io("connection reset".into());
-        let refused = Failure::Connect("connect refused".into());
+        let refused = Failure::Refused;
         let one_down = Route { active: 0, healthy: 0b101 };
         let stale = Attempt { reused: true, ..attempt(0, no) };
         // (failure, attempt, route, want)
@@ -267,7 +277,8 @@ mod tests {
     #[test]
     fn statuses() {
         let cases = [
-            (Failure::Connect("connect refused".into()), 502),
+            (Failure::Refused, 502),
+            (Failure::Connect("connect failed: network unreachable".into()), 502),
             (Failure::ConnectTimeout, 504),
             (Failure::NoResponse, 504),
             (Failure::Io("x".into()), 502),
@@ -276,7 +287,12 @@ mod tests {
         ];
         for (f, status) in cases {
             assert_eq!(f.answer("primary").0, status, "{f:?}");
+            assert_eq!(f.counts(), f == Failure::Refused, "{f:?}: only a refusal counts like a failed check");
         }
+        assert_eq!(
+            Failure::connect(uplink::connect_error(&std::io::ErrorKind::ConnectionRefused.into())),
+            Failure::Refused
+        );
     }
 
     #[test]

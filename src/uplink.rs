@@ -101,9 +101,12 @@ pub fn check_connect(conn: &Conn, ready: &mut Readiness) -> Result<bool, String>
     }
 }
 
+/// How a refused connect is worded (a refusal counts toward the thresholds).
+pub const REFUSED: &str = "connect refused";
+
 pub fn connect_error(e: &io::Error) -> String {
     match e.kind() {
-        io::ErrorKind::ConnectionRefused => "connect refused".into(),
+        io::ErrorKind::ConnectionRefused => REFUSED.into(),
         k => format!("connect failed: {}", kind_text(k)),
     }
 }

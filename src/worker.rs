@@ -535,17 +535,17 @@ impl Worker {
         self.shared.control.wake_all();
     }
 
-    /// Live traffic saw upstream failures: count the plain ones, and confirm with a probe
-    /// now rather than at the next interval (at most one per fast interval and upstream).
+    /// Live traffic saw upstream failures: count the refusals, and confirm the rest with a
+    /// probe now rather than at the next interval (at most one per fast interval and
+    /// upstream); the probe's result counts, the live failure does not.
     fn confirm_signals(&mut self) {
         let signals = std::mem::take(&mut self.signals);
         for i in 0..self.cfg.upstreams.len().min(32) {
             if signals.suspect & (1 << i) == 0 {
                 continue;
             }
-            let why = signals.why[i].as_deref().unwrap_or("live request failed");
-            for _ in 0..signals.failures[i] {
-                self.report(i, Observation { ok: false, why, took: None });
+            for _ in 0..signals.refused[i] {
+                self.report(i, Observation { ok: false, why: "connect refused (live request)", took: None });
             }
             if self.shared.board.claim_extra_probe(i, self.now, self.cfg.fast_interval()) {
                 self.start_probe(i);
