@@ -105,6 +105,10 @@ pub struct Flags {
     /// [default: what the open-file limit allows]
     #[arg(long, value_name = "COUNT")]
     pub max_connections: Option<usize>,
+    /// How often upstream names are looked up again (also soon after a connect failure)
+    /// [default: 30s]
+    #[arg(long, value_name = "DURATION")]
+    pub dns_refresh: Option<String>,
     /// Number of worker threads (event loops) [default: number of cores]
     #[arg(long, value_name = "COUNT")]
     pub workers: Option<usize>,
@@ -186,6 +190,7 @@ struct FileConfig {
     upstream_timeout: Option<Scalar>,
     idle_timeout: Option<Scalar>,
     tunnel_timeout: Option<Scalar>,
+    dns_refresh: Option<Scalar>,
     header_timeout: Option<Scalar>,
     body_timeout: Option<Scalar>,
     shutdown_timeout: Option<Scalar>,
@@ -265,6 +270,8 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// Quiet time after which an upgraded connection is closed.
     pub tunnel_timeout: Duration,
+    /// How often upstream names are looked up again.
+    pub dns_refresh: Duration,
     pub header_timeout: Duration,
     pub body_timeout: Duration,
     pub shutdown_timeout: Duration,
@@ -353,6 +360,7 @@ fn merge(f: Flags, y: FileConfig) -> Result<Config, Error> {
     let upstream_timeout = duration("upstream-timeout", text(f.upstream_timeout, y.upstream_timeout), "30s", ms(1))?;
     let idle_timeout = duration("idle-timeout", text(f.idle_timeout, y.idle_timeout), "60s", ms(1))?;
     let tunnel_timeout = duration("tunnel-timeout", text(f.tunnel_timeout, y.tunnel_timeout), "1h", ms(1))?;
+    let dns_refresh = duration("dns-refresh", text(f.dns_refresh, y.dns_refresh), "30s", ms(1000))?;
     let header_timeout = duration("header-timeout", text(f.header_timeout, y.header_timeout), "10s", ms(1))?;
 
     let body_timeout = duration("body-timeout", text(f.body_timeout, y.body_timeout), "60s", ms(1))?;
@@ -463,6 +471,7 @@ fn merge(f: Flags, y: FileConfig) -> Result<Config, Error> {
         upstream_timeout,
         idle_timeout,
         tunnel_timeout,
+        dns_refresh,
         header_timeout,
         body_timeout,
         shutdown_timeout,

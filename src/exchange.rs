@@ -34,6 +34,8 @@ pub const DISCARD_MAX: u64 = 1 << 20;
 /// What the client needs from the worker while it drives.
 pub struct Ctx<'a> {
     pub cfg: &'a Config,
+    /// Where connections are registered (a refused address is retried on the next one).
+    pub registry: &'a mio::Registry,
     pub pool: &'a mut Pool,
     /// Ended exchanges to reuse, so a request allocates nothing.
     pub spare: &'a mut Spare,

@@ -13,7 +13,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
-use crate::upstream::MAX_UPSTREAMS;
+use crate::upstream::{Upstream, MAX_UPSTREAMS};
 
 /// Consecutive-result counter of one upstream (after Pingora's `observe`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +33,17 @@ pub struct Health {
 impl Health {
     pub fn new() -> Health {
         Health { healthy: true, fails: 0, oks: 0, last_error: String::new(), last_check_ms: 0, last_check_unix: 0 }
+    }
+
+    /// An upstream not checked yet counts as healthy, unless its name resolved to no
+    /// address (the proxy starts and serves from the others).
+    pub fn at_start(up: &Upstream) -> Health {
+        let mut h = Health::new();
+        if let Some(o) = up.origin().filter(|o| o.addrs.pick().0.is_empty()) {
+            h.healthy = false;
+            h.last_error = o.addrs.missing();
+        }
+        h
     }
 
     /// Counts one result; returns true when it flips `healthy`.
@@ -140,9 +151,10 @@ pub struct Book {
 
 impl Book {
     pub fn new(cfg: &Config) -> Book {
+        let ups: Vec<Health> = cfg.upstreams.iter().map(Health::at_start).collect();
         Book {
-            ups: vec![Health::new(); cfg.upstreams.len()],
-            active: 0,
+            active: ups.iter().position(|h| h.healthy).unwrap_or(0),
+            ups,
             since_unix: unix_now(),
             active_since: Instant::now(),
             reason: String::new(),
@@ -215,7 +227,7 @@ impl Book {
         for (i, url) in urls.iter().enumerate() {
             match (self.urls.get(i), self.ups.get(i)) {
                 (Some(old), Some(h)) if old == url => ups.push(h.clone()),
-                _ => ups.push(Health::new()),
+                _ => ups.push(Health::at_start(&cfg.upstreams[i])),
             }
         }
         self.ups = ups;

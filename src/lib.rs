@@ -24,6 +24,7 @@ mod logging;
 mod probe;
 mod readiness;
 mod relay;
+mod resolve;
 mod retry;
 mod server;
 mod static_files;

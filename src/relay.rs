@@ -49,7 +49,7 @@ impl Exchange {
     fn connect(&mut self, io: &mut ClientIo, cx: &mut Ctx, up: &mut Uplink) -> StepResult {
         let mut moved = false;
         if up.state == UpState::Connecting {
-            match up.connected() {
+            match up.connected(cx.registry) {
                 Ok(done) => moved = done,
                 Err(why) => return Err(self.failed(io, cx, Failure::connect(why), up.reused)),
             }

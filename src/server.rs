@@ -14,6 +14,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::config::Config;
 use crate::control::Control;
 use crate::health::Board;
+use crate::resolve::{Addrs, Resolver};
 use crate::stats::Stats;
 use crate::upstream::Kind;
 use crate::worker::{Shared, Worker};
@@ -41,7 +42,10 @@ pub fn run(cfg: Config, reload: impl Fn() -> Result<Config, String>) -> io::Resu
         board: Arc::new(Board::new(&cfg)),
         control: Arc::new(Control::new()),
         stats: Arc::new(Stats::default()),
+        resolver: Resolver::new(cfg.dns_refresh),
     };
+    shared.resolver.watch(names(&cfg), cfg.dns_refresh);
+    shared.resolver.spawn()?;
     let start = Instant::now();
     let listen =
         |addr: SocketAddr| bind(addr).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")));
@@ -56,6 +60,9 @@ pub fn run(cfg: Config, reload: impl Fn() -> Result<Config, String>) -> io::Resu
     for (i, up) in cfg.upstreams.iter().enumerate() {
         if let Some(first) = cfg.upstreams[..i].iter().find(|u| u.url == up.url) {
             log::warn!("{} {} is also {}: a failure of one is a failure of both", up.name, up.url, first.name);
+        }
+        if let Some(o) = up.origin().filter(|o| o.addrs.pick().0.is_empty()) {
+            log::warn!("{} {}: {}; it counts as down until a lookup succeeds", up.name, up.url, o.addrs.missing());
         }
         if up.origin().is_some_and(|o| o.insecure) {
             let flag = if up.name == "primary" { "primary" } else { "backup" };
@@ -98,6 +105,7 @@ pub fn run(cfg: Config, reload: impl Fn() -> Result<Config, String>) -> io::Resu
                     cfg = Arc::new(new);
                     // The board counts for the new chain before any worker can report on it.
                     shared.board.reconfigure(&cfg, shared.control.next_generation());
+                    shared.resolver.watch(names(&cfg), cfg.dns_refresh);
                     shared.control.publish_config(cfg.clone());
                     log::info!("SIGHUP: configuration reloaded ({}); new requests use it", describe_chain(&cfg));
                 }
@@ -122,6 +130,11 @@ pub fn run(cfg: Config, reload: impl Fn() -> Result<Config, String>) -> io::Resu
             }
         }
     }
+}
+
+/// The addresses the resolver keeps current.
+fn names(cfg: &Config) -> Vec<Arc<Addrs>> {
+    cfg.upstreams.iter().filter_map(|u| u.origin()).map(|o| o.addrs.clone()).collect()
 }
 
 /// The chain in one log phrase: `primary=URL backup=URL backup2=URL`.

@@ -6,6 +6,8 @@
 //! bookkeeping. What flows over it is the exchange's or the probe's business.
 
 use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
@@ -50,35 +52,95 @@ pub struct Uplink {
     pub gen: u32,
     /// Expiry while idle in the pool.
     deadline: Deadline,
+    /// The address it connects to, and the rest of the answer it came from.
+    dial: Dial,
+    tok: Token,
 }
 
 impl Uplink {
     /// Finishes a non-blocking connect once the socket says so: `Ok(true)` when connected.
-    pub fn connected(&mut self) -> Result<bool, String> {
+    /// A refused address is skipped for the next one of the answer before the connect
+    /// counts as failed.
+    pub fn connected(&mut self, registry: &Registry) -> Result<bool, String> {
         if self.state != UpState::Connecting {
             return Ok(true);
         }
-        let done = check_connect(&self.sock, &mut self.ready)?;
-        if done {
-            self.state = UpState::Busy;
+        loop {
+            match check_connect(&self.sock, &mut self.ready) {
+                Ok(true) => {
+                    self.state = UpState::Busy;
+                    return Ok(true);
+                }
+                Ok(false) => return Ok(false),
+                Err(why) if why == REFUSED => {
+                    let Some(addr) = self.dial.next() else { return Err(why) };
+                    log::debug!("{} refused; trying {addr}", self.dial.addr);
+                    self.sock.sock = open(registry, addr, self.tok)?;
+                    self.ready = Readiness::new();
+                }
+                Err(why) => return Err(why),
+            }
         }
-        Ok(done)
+    }
+}
+
+/// Where a connection goes: the address, and the answer it was picked from.
+pub struct Dial {
+    pub addr: SocketAddr,
+    /// The resolver's generation of the answer (a pooled connection to an address that
+    /// left a newer answer is not reused).
+    pub generation: u64,
+    list: Arc<[SocketAddr]>,
+    start: usize,
+    tried: usize,
+}
+
+impl Dial {
+    /// The next address of the answer not tried yet for this connection.
+    fn next(&mut self) -> Option<SocketAddr> {
+        if self.tried >= self.list.len() {
+            return None;
+        }
+        self.addr = self.list[(self.start + self.tried) % self.list.len()];
+        self.tried += 1;
+        Some(self.addr)
     }
 }
 
 /// Starts a non-blocking connection to an origin (with a TLS session for `https://`),
-/// registered under `tok` for both directions.
-pub fn connect(registry: &Registry, origin: &Origin, tok: Token) -> Result<Conn, String> {
-    let mut sock = TcpStream::connect(origin.addr).map_err(|e| connect_error(&e))?;
+/// registered under `tok` for both directions: to the next address in rotation, or the one
+/// after it if that one refuses at once.
+pub fn connect(registry: &Registry, origin: &Origin, tok: Token) -> Result<(Conn, Dial), String> {
+    let generation = origin.addrs.generation();
+    let (list, start) = origin.addrs.pick();
+    if list.is_empty() {
+        return Err(origin.addrs.missing());
+    }
+    let mut dial = Dial { addr: list[start], generation, list, start, tried: 0 };
+    let mut refused = String::new();
+    while let Some(addr) = dial.next() {
+        match open(registry, addr, tok) {
+            Ok(sock) => {
+                let tls = match &origin.tls_client {
+                    Some(t) => Some(Box::new(t.session()?)),
+                    None => None,
+                };
+                return Ok((Conn { sock, tls }, dial));
+            }
+            Err(why) if why == REFUSED => refused = why,
+            Err(why) => return Err(why),
+        }
+    }
+    Err(refused)
+}
+
+fn open(registry: &Registry, addr: SocketAddr, tok: Token) -> Result<TcpStream, String> {
+    let mut sock = TcpStream::connect(addr).map_err(|e| connect_error(&e))?;
     let _ = sock.set_nodelay(true);
     registry
         .register(&mut sock, tok, Interest::READABLE | Interest::WRITABLE)
         .map_err(|e| format!("cannot register a connection: {e}"))?;
-    let tls = match &origin.tls_client {
-        Some(t) => Some(Box::new(t.session()?)),
-        None => None,
-    };
-    Ok(Conn { sock, tls })
+    Ok(sock)
 }
 
 /// Checks a non-blocking connect (mio's contract: writable, then `take_error`, then
@@ -156,7 +218,9 @@ impl Uplinks {
     ) -> Result<usize, String> {
         if !fresh {
             while let Some(u) = self.idle[upstream].pop() {
-                if self.idle_is_clean(u, pool) {
+                let moved =
+                    self.slab.get(u).is_some_and(|up| !origin.addrs.still_has(up.dial.addr, up.dial.generation));
+                if !moved && self.idle_is_clean(u, pool) {
                     let up = &mut self.slab[u];
                     up.state = UpState::Busy;
                     up.client = Some(client);
@@ -170,7 +234,8 @@ impl Uplinks {
         let gen = self.gen;
         let entry = self.slab.vacant_entry();
         let u = entry.key();
-        let sock = connect(registry, origin, token::make(Kind::Uplink, u, gen))?;
+        let tok = token::make(Kind::Uplink, u, gen);
+        let (sock, dial) = connect(registry, origin, tok)?;
         entry.insert(Uplink {
             sock,
             ready: Readiness::new(),
@@ -180,6 +245,8 @@ impl Uplinks {
             reused: false,
             gen,
             deadline: Deadline::default(),
+            dial,
+            tok,
         });
         Ok(u)
     }
@@ -268,5 +335,70 @@ impl Uplinks {
 impl Default for Uplinks {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::Origin;
+    use mio::{Events, Poll};
+
+    /// Polls until the connection `u` is made (or fails).
+    fn finish(poll: &mut Poll, ups: &mut Uplinks, u: usize) -> Result<bool, String> {
+        let mut events = Events::with_capacity(8);
+        for _ in 0..100 {
+            let up = ups.get_mut(u).expect("the connection");
+            match up.connected(poll.registry()) {
+                Ok(false) => {}
+                done => return done,
+            }
+            poll.poll(&mut events, Some(Duration::from_millis(20))).expect("poll");
+            for ev in events.iter() {
+                if let Some(up) = ups.get_mut(u) {
+                    up.ready.record(ev);
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    #[test]
+    fn a_refused_address_is_skipped_for_the_next_and_moved_addresses_are_not_reused() {
+        let live = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let live_addr = live.local_addr().expect("addr");
+        let dead_addr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr")
+        };
+        let origin = Origin::parse(&format!("http://{live_addr}")).expect("url");
+        origin.addrs.set(&[dead_addr, live_addr]);
+        let mut poll = Poll::new().expect("poll");
+        let mut pool = Pool::new(4);
+        let mut timers = Timers::new();
+        let mut ups = Uplinks::new();
+        // Whichever address the rotation starts at, the live one is reached.
+        let mut accepted = Vec::new();
+        for round in 0..2 {
+            let u = ups.attach(poll.registry(), &origin, 0, 7, true, &mut pool).expect("a connection");
+            assert_eq!(finish(&mut poll, &mut ups, u), Ok(true), "round {round}");
+            assert_eq!(ups.get_mut(u).map(|up| up.dial.addr), Some(live_addr), "round {round}");
+            accepted.push(live.accept().expect("the live upstream sees it"));
+            ups.detach(u, true, Instant::now(), &mut timers, &mut pool);
+        }
+        let pooled = ups.attach(poll.registry(), &origin, 0, 7, false, &mut pool).expect("pooled");
+        assert_eq!(ups.get_mut(pooled).map(|up| up.state), Some(UpState::Busy), "reused from the pool");
+        ups.detach(pooled, true, Instant::now(), &mut timers, &mut pool);
+
+        // The name moves away from the live address: the pooled connection is not reused.
+        origin.addrs.set(&[dead_addr]);
+        let u = ups.attach(poll.registry(), &origin, 0, 7, false, &mut pool);
+        match u {
+            Ok(u) => {
+                assert_eq!(ups.get_mut(u).map(|up| up.state), Some(UpState::Connecting), "a new connection");
+                assert_eq!(finish(&mut poll, &mut ups, u), Err(REFUSED.to_string()));
+            }
+            Err(why) => assert_eq!(why, REFUSED),
+        }
     }
 }

@@ -6,10 +6,10 @@
 //! at start.
 
 use std::fmt;
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 
 use crate::http1::Addressing;
+use crate::resolve::Addrs;
 use crate::static_files::Site;
 use crate::tls::UpstreamTls;
 
@@ -108,8 +108,8 @@ pub struct Origin {
     pub authority: String,
     /// Path prefix without a trailing slash ("" when none), prepended to every request path.
     pub prefix: String,
-    /// Resolved once at start.
-    pub addr: SocketAddr,
+    /// Every address the host resolves to, kept current by the resolver thread.
+    pub addrs: Arc<Addrs>,
     /// `https://`: the connection speaks TLS.
     pub tls: bool,
     /// Host header policy (default: client for http, upstream for https).
@@ -130,8 +130,9 @@ impl Origin {
         }
     }
 
-    /// Parses and resolves an `http://` or `https://` URL. The error is a phrase to follow
-    /// the flag name.
+    /// Parses an `http://` or `https://` URL and looks its host up. A malformed URL is an
+    /// error (a phrase to follow the flag name); a name that does not resolve is not: the
+    /// upstream starts without addresses, unhealthy, until a lookup succeeds.
     pub fn parse(url: &str) -> Result<Origin, String> {
         let url = url.trim();
         let (rest, tls) = if let Some(rest) = url.strip_prefix("http://") {
@@ -158,14 +159,10 @@ impl Origin {
             return Err(format!("{url:?}: the path prefix has characters that are not allowed"));
         }
         let prefix = path.trim_end_matches('/').to_string();
-        let addr = (host.trim_start_matches('[').trim_end_matches(']'), port)
-            .to_socket_addrs()
-            .map_err(|e| format!("{url:?}: cannot resolve {host:?}: {e}"))?
-            .next()
-            .ok_or_else(|| format!("{url:?}: {host:?} resolves to no address"))?;
+        let addrs = Arc::new(Addrs::new(&host, port));
         let authority = if port == default_port { host.clone() } else { format!("{host}:{port}") };
         let host_header = if tls { HostPolicy::Upstream } else { HostPolicy::Client };
-        Ok(Origin { host, port, authority, prefix, addr, tls, host_header, insecure: false, tls_client: None })
+        Ok(Origin { host, port, authority, prefix, addrs, tls, host_header, insecure: false, tls_client: None })
     }
 }
 
@@ -216,7 +213,10 @@ mod tests {
         let u = Origin::parse("http://127.0.0.1/api/v1/").unwrap();
         assert_eq!((u.port, u.prefix.as_str(), u.authority.as_str()), (80, "/api/v1", "127.0.0.1"));
         let u = Origin::parse("http://localhost:8000/x").unwrap();
-        assert_eq!(u.addr.port(), 8000);
+        assert!(u.addrs.pick().0.iter().all(|a| a.port() == 8000));
+        let u =
+            Origin::parse("http://no-such-host.invalid:81").expect("a name that does not resolve is no config error");
+        assert!(u.addrs.pick().0.is_empty());
         let u = Origin::parse("http://[::1]:81").unwrap();
         assert_eq!(u.authority, "[::1]:81");
         let u = Origin::parse("https://127.0.0.1/b").unwrap();

@@ -22,6 +22,7 @@ use crate::control::Control;
 use crate::exchange::{Signals, Spare};
 use crate::health::{Board, Change, Observation, Route};
 use crate::probe::{self, Outcome, Probe};
+use crate::resolve::Resolver;
 use crate::stats::Stats;
 use crate::timer::Timers;
 use crate::token::{self, Kind};
@@ -42,6 +43,7 @@ pub struct Shared {
     pub board: Arc<Board>,
     pub control: Arc<Control>,
     pub stats: Arc<Stats>,
+    pub resolver: Arc<Resolver>,
 }
 
 /// The context a client drives with, borrowed field by field so the slabs stay free.
@@ -49,6 +51,7 @@ macro_rules! ctx {
     ($w:expr) => {
         Ctx {
             cfg: &$w.cfg,
+            registry: $w.poll.registry(),
             pool: &mut $w.pool,
             spare: &mut $w.spare,
             stats: &$w.shared.stats,
@@ -280,17 +283,12 @@ impl Worker {
     }
 
     /// Switches to a reloaded configuration: new requests, probes and timeouts use it; idle
-    /// pooled connections to an upstream whose address changed are closed; requests in
-    /// flight finish on the connections they have.
+    /// pooled connections are closed (the reload looked every name up afresh, and a
+    /// position may now be another upstream); requests in flight finish on the connections
+    /// they have.
     fn apply_config(&mut self, cfg: Arc<Config>) {
-        for (i, old) in self.cfg.upstreams.iter().enumerate() {
-            let same = cfg
-                .upstreams
-                .get(i)
-                .is_some_and(|new| new.url == old.url && new.origin().map(|o| o.addr) == old.origin().map(|o| o.addr));
-            if !same {
-                self.uplinks.close_idle(i);
-            }
+        for i in 0..self.cfg.upstreams.len() {
+            self.uplinks.close_idle(i);
         }
         self.probe_requests = probe::requests(&cfg);
         self.cfg = cfg;
@@ -493,11 +491,14 @@ impl Worker {
         let entry = self.probes.vacant_entry();
         let tok = token::make(Kind::Probe, entry.key(), gen);
         match uplink::connect(self.poll.registry(), origin, tok) {
-            Ok(conn) => {
+            Ok((conn, _)) => {
                 entry.insert(Probe::new(conn, i, gen, self.now));
                 self.timers.arm(self.now + self.cfg.check_timeout, tok);
             }
-            Err(why) => self.finish_probe(i, Outcome::Unhealthy(why), self.now),
+            Err(why) => {
+                self.shared.resolver.nudge();
+                self.finish_probe(i, Outcome::Unhealthy(why), self.now);
+            }
         }
     }
 
@@ -540,6 +541,10 @@ impl Worker {
     /// upstream); the probe's result counts, the live failure does not.
     fn confirm_signals(&mut self) {
         let signals = std::mem::take(&mut self.signals);
+        if signals.refused.iter().any(|&n| n > 0) {
+            // An address that refuses may have moved: look the names up again soon.
+            self.shared.resolver.nudge();
+        }
         for i in 0..self.cfg.upstreams.len().min(32) {
             if signals.suspect & (1 << i) == 0 {
                 continue;
