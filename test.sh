@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # test.sh: the one test command. Format, lints, unit + integration tests, then the
-# end-to-end verify.sh against the release binary. Stops at the first failure.
+# end-to-end verify.sh. Tests build with the `ci` profile (release optimisations without fat
+# LTO, see Cargo.toml). Stops at the first failure.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
@@ -11,6 +12,6 @@ run() {
 
 run cargo fmt --check
 run cargo clippy --all-targets -- -D warnings
-run cargo test --release
-run ./verify.sh
+run cargo test --profile ci
+run env FAILOVER_PROFILE=ci ./verify.sh
 echo "test.sh: all checks passed"

@@ -11,7 +11,9 @@
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
-BIN="${CARGO_TARGET_DIR:-target}/release/failover"
+# FAILOVER_PROFILE=ci (as ./test.sh sets it) reuses the test build instead of a release one.
+PROFILE="${FAILOVER_PROFILE:-release}"
+BIN="${CARGO_TARGET_DIR:-target}/$PROFILE/failover"
 UPSTREAM=scripts/upstream.py
 RAW=scripts/raw.py
 
@@ -186,10 +188,10 @@ log_tail() { tail -n 5 "$1" 2>/dev/null | tr '\n' ' ' | head -c 600; }
 
 # ================================================================= build
 
-section "cargo build --release"
-if ! cargo build --release >"$TMP/build.log" 2>&1; then
+section "cargo build --profile $PROFILE"
+if ! cargo build --profile "$PROFILE" >"$TMP/build.log" 2>&1; then
   tail -n 20 "$TMP/build.log"
-  abort build "cargo build --release failed"
+  abort build "cargo build --profile $PROFILE failed"
 fi
 [[ -x $BIN ]] || abort build "no binary at $BIN"
 pass build

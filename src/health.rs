@@ -215,7 +215,11 @@ impl Book {
         if reason.is_empty() && to == from {
             return None;
         }
-        self.reason.clone_from(&reason);
+        // `reason` says why traffic last moved: a backup failing while it is not serving
+        // is news (it is logged and shown per upstream) but moves nothing.
+        if to.active != from.active || to.all_down() != from.all_down() {
+            self.reason.clone_from(&reason);
+        }
         Some(Change { reason, from, to })
     }
 
@@ -412,11 +416,16 @@ mod tests {
 
     #[test]
     fn a_backup_failing_while_not_serving_changes_the_mask_only() {
-        let cfg = cfg(2, &["--fail-threshold=1"]);
+        let cfg = cfg(2, &["--fail-threshold=1", "--recover-threshold=1"]);
         let mut b = Book::new(&cfg);
         let c = b.observe(&cfg, 1, fail("connect refused")).expect("a change");
         assert!(!c.moved());
         assert_eq!(c.to, Route { active: 0, healthy: 0b01 });
+        assert_eq!(b.reason, "", "last_transition is for moves of traffic");
+        b.observe(&cfg, 0, fail("status 500"));
+        assert_eq!(b.reason, "primary unhealthy: status 500 (1/1)");
+        b.observe(&cfg, 1, OK);
+        assert_eq!(b.reason, "backup healthy again (1/1)", "traffic moved off all-down to the backup");
     }
 
     #[test]
