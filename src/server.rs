@@ -49,6 +49,14 @@ pub fn run(cfg: Config, reload: impl Fn() -> Result<Config, String>) -> io::Resu
     let start = Instant::now();
     let listen =
         |addr: SocketAddr| bind(addr).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")));
+    for addr in std::iter::once(cfg.listen).chain(cfg.listen_http) {
+        if let Some(who) = who_listens(addr) {
+            log::warn!(
+                "{addr}: {who} already listens here; with SO_REUSEPORT the two share the connections \
+                 (right for a rolling restart, a mistake otherwise)"
+            );
+        }
+    }
     let mut per_worker = Vec::with_capacity(cfg.workers);
     for _ in 0..cfg.workers {
         let mut ls = vec![(listen(cfg.listen)?, cfg.tls.is_some())];
@@ -173,6 +181,64 @@ fn keep_fixed_settings(old: &Config, new: &mut Config) {
     }
 }
 
+/// What already listens on `addr` (the same port on the same or a wildcard address), from
+/// /proc: "pid 1234 (failover ...)" or "a socket of another user". None when nothing does
+/// (or /proc cannot tell).
+fn who_listens(addr: SocketAddr) -> Option<String> {
+    const LISTEN: &str = "0A";
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else { continue };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state), Some(inode)) = (f.get(1), f.get(3), f.get(9)) else { continue };
+            let Some((ip, port)) = local.split_once(':') else { continue };
+            let wildcard = ip.bytes().all(|b| b == b'0');
+            let same_ip = wildcard || addr.ip().is_unspecified() || hex_ip(ip) == Some(addr.ip());
+            if *state == LISTEN && u16::from_str_radix(port, 16) == Ok(addr.port()) && same_ip {
+                inodes.push(format!("socket:[{inode}]"));
+            }
+        }
+    }
+    if inodes.is_empty() {
+        return None;
+    }
+    let me = std::process::id().to_string();
+    for proc_dir in std::fs::read_dir("/proc").ok()?.flatten() {
+        let pid = proc_dir.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) || pid == me {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(proc_dir.path().join("fd")) else { continue };
+        for fd in fds.flatten() {
+            if std::fs::read_link(fd.path()).is_ok_and(|l| inodes.iter().any(|i| l.as_os_str() == i.as_str())) {
+                let cmd = std::fs::read(proc_dir.path().join("cmdline")).unwrap_or_default();
+                let cmd: String = String::from_utf8_lossy(&cmd).replace('\0', " ").trim().chars().take(120).collect();
+                return Some(format!("pid {pid} ({cmd})"));
+            }
+        }
+    }
+    Some("a process this one cannot see".to_string())
+}
+
+/// An address as /proc/net/tcp writes it: the address's bytes read as native 32-bit
+/// words, each printed in hex.
+fn hex_ip(hex: &str) -> Option<std::net::IpAddr> {
+    let mut bytes = [0u8; 16];
+    let words = hex.len() / 8;
+    if !(words == 1 || words == 4) || hex.len() % 8 != 0 {
+        return None;
+    }
+    for i in 0..words {
+        let word = u32::from_str_radix(hex.get(i * 8..i * 8 + 8)?, 16).ok()?;
+        bytes[i * 4..i * 4 + 4].copy_from_slice(&word.to_ne_bytes());
+    }
+    Some(match words {
+        1 => std::net::Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]).into(),
+        _ => std::net::Ipv6Addr::from(bytes).into(),
+    })
+}
+
 /// Blocks SIGTERM, SIGINT and SIGHUP in the calling thread (and the threads it starts).
 fn block_signals() -> libc::sigset_t {
     // SAFETY: sigset_t is plain data; sigemptyset initialises it before any other use.
@@ -234,4 +300,31 @@ fn pin_to_core(id: usize) {
 #[cfg(not(target_os = "linux"))]
 fn pin_to_core(id: usize) {
     log::warn!("worker={id} --pin-cores is only supported on Linux");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_net_tcp_addresses() {
+        // What this machine's kernel writes for the loopback addresses.
+        let v4: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        let v4_hex = format!("{:08X}", u32::from_ne_bytes([127, 0, 0, 1]));
+        assert_eq!(hex_ip(&v4_hex), Some(v4));
+        let v6: std::net::IpAddr = "::1".parse().unwrap();
+        let v6_hex = format!("{}{:08X}", "0".repeat(24), u32::from_ne_bytes([0, 0, 0, 1]));
+        assert_eq!(hex_ip(&v6_hex), Some(v6));
+        assert_eq!(hex_ip("xyz"), None);
+    }
+
+    #[test]
+    fn a_listener_already_on_the_port_is_named() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        // This process is skipped as the owner, so the socket is reported unnamed.
+        assert!(who_listens(addr).is_some(), "{addr} is listened on");
+        drop(l);
+        assert_eq!(who_listens(addr), None);
+    }
 }

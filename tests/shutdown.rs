@@ -80,3 +80,21 @@ fn shutdown_timeout_bounds_the_wait() {
     assert!(t0.elapsed() < ms(3000), "bounded by --shutdown-timeout: {:?}", t0.elapsed());
     assert!(proxy.log().contains("shutdown-timeout"), "says it gave up waiting:\n{}", proxy.log());
 }
+
+#[test]
+fn a_second_process_on_the_same_address_warns_naming_the_first() {
+    let primary = Upstream::named("primary");
+    let backup = Upstream::named("backup");
+    let first = Proxy::builder(&primary.url(), &backup.url()).start();
+    let args = vec![
+        format!("--primary={}", primary.url()),
+        format!("--backup={}", backup.url()),
+        format!("--listen={}", first.addr),
+    ];
+    // It starts (a rolling restart needs that), and says whom it now shares the port with.
+    let second = run_to_exit(&args, ms(1500));
+    assert_eq!(second.code, None, "the second process runs: {}", second.stderr);
+    let warn = second.stderr.lines().find(|l| l.contains("already listens")).unwrap_or_default();
+    assert!(warn.contains("WARN") && warn.contains(&first.addr.to_string()), "{}", second.stderr);
+    assert!(warn.contains("pid ") && warn.contains("failover"), "the first one is named: {warn}");
+}
