@@ -120,28 +120,47 @@ impl Writer<'_> {
 }
 
 /// Free buffers of one worker: full-size ones and head-size ones, at most `max_free` of
-/// each.
+/// each. Buffers no request needed for a whole [`Pool::trim`] period go back to the
+/// allocator, so the memory of a burst (or an attack) is returned once it is over.
 pub struct Pool {
     free: Vec<Box<[u8]>>,
     free_small: Vec<Box<[u8]>>,
     max_free: usize,
+    /// The fewest free buffers of each size since the last trim: that many sat unused.
+    low: usize,
+    low_small: usize,
 }
 
 impl Pool {
     pub fn new(max_free: usize) -> Pool {
-        Pool { free: Vec::new(), free_small: Vec::new(), max_free }
+        Pool { free: Vec::new(), free_small: Vec::new(), max_free, low: 0, low_small: 0 }
     }
 
     /// A full-size buffer.
     pub fn take(&mut self) -> Buf {
         let data = self.free.pop().unwrap_or_else(|| vec![0u8; BUF_SIZE].into_boxed_slice());
+        self.low = self.low.min(self.free.len());
         Buf { data, start: 0, end: 0 }
     }
 
     /// A head-size buffer.
     pub fn take_small(&mut self) -> Buf {
         let data = self.free_small.pop().unwrap_or_else(|| vec![0u8; HEAD_BUF_SIZE].into_boxed_slice());
+        self.low_small = self.low_small.min(self.free_small.len());
         Buf { data, start: 0, end: 0 }
+    }
+
+    /// Frees the buffers that stayed unused since the last call (called every few
+    /// seconds); returns how many bytes went back to the allocator.
+    pub fn trim(&mut self) -> usize {
+        let (big, small) = (self.low, self.low_small);
+        self.free.truncate(self.free.len() - big);
+        self.free_small.truncate(self.free_small.len() - small);
+        self.free.shrink_to(self.free.len().max(16));
+        self.free_small.shrink_to(self.free_small.len().max(16));
+        self.low = self.free.len();
+        self.low_small = self.free_small.len();
+        big * BUF_SIZE + small * HEAD_BUF_SIZE
     }
 
     pub fn put(&mut self, buf: Buf) {
@@ -215,6 +234,25 @@ mod tests {
         let mut big = Some(pool.take());
         pool.release_if_empty(&mut big);
         assert_eq!((pool.free.len(), pool.free_small.len()), (1, 1));
+    }
+
+    #[test]
+    fn trim_frees_only_what_sat_unused_for_a_whole_period() {
+        let mut pool = Pool::new(64);
+        let held: Vec<Buf> = (0..10).map(|_| pool.take()).collect();
+        for b in held {
+            pool.put(b);
+        }
+        assert_eq!(pool.trim(), 0, "the first period ends: ten were just in use");
+        let busy: Vec<Buf> = (0..3).map(|_| pool.take()).collect();
+        assert_eq!(pool.trim(), 7 * BUF_SIZE, "seven sat unused for a whole period");
+        for b in busy {
+            pool.put(b);
+        }
+        assert_eq!(pool.free.len(), 3);
+        let _small = pool.take_small();
+        assert_eq!(pool.trim(), 0, "all three came back in this period, none was needed: kept once more");
+        assert_eq!(pool.trim(), 3 * BUF_SIZE);
     }
 
     #[test]

@@ -32,6 +32,10 @@ use crate::upstream::Kind as UpKind;
 
 /// Timer index of the fast probe of a suspect upstream (index 0 is the regular tick).
 const FAST_TICK: usize = 1;
+/// Timer index of the memory trim, and its period: buffers unused for a whole period go
+/// back to the system.
+const TRIM_TICK: usize = 2;
+const TRIM_EVERY: Duration = Duration::from_secs(5);
 /// How soon a worker that stopped accepting at `--max-connections` looks again.
 const FULL_RETRY: Duration = Duration::from_millis(50);
 /// Pause before accepting again after the process ran out of file descriptors.
@@ -146,6 +150,7 @@ impl Worker {
         };
         w.next_tick = start + w.cfg.check_interval * id as u32;
         w.timers.arm(w.next_tick, token::make(Kind::Tick, 0, 0));
+        w.timers.arm(w.now + TRIM_EVERY, token::make(Kind::Tick, TRIM_TICK, 0));
         Ok(w)
     }
 
@@ -446,6 +451,12 @@ impl Worker {
                     }
                 }
             }
+            Kind::Tick if index == TRIM_TICK => {
+                if self.pool.trim() > 0 {
+                    release_free_memory();
+                }
+                self.timers.arm(self.now + TRIM_EVERY, tok);
+            }
             Kind::Tick => self.tick(),
             Kind::Listener => {
                 self.accept_paused = false;
@@ -604,6 +615,17 @@ impl Worker {
                 }
             }
         }
+    }
+}
+
+/// Hands memory the allocator holds free back to the system (glibc keeps freed blocks of
+/// this size in its heaps otherwise, and the RSS of an attack would stay for good).
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists; no pointer of ours is
+    // involved, and it is safe to call from any thread.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

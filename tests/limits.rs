@@ -109,3 +109,32 @@ fn heads_arriving_in_pieces_past_the_request_line_limit() {
     assert_eq!(r.status, 414, "{}", show(&r.raw));
     assert_eq!(primary.request_count(), 1);
 }
+
+#[test]
+fn memory_of_an_attack_is_returned_once_it_is_over() {
+    let primary = Upstream::named("primary");
+    let backup = Upstream::named("backup");
+    let proxy = Proxy::builder(&primary.url(), &backup.url()).set("--workers", "1").start();
+    for _ in 0..20 {
+        assert_eq!(who(proxy.addr), "primary");
+    }
+    let before = proxy.rss_kib();
+    // 1500 slow clients, each holding a head of 30 KB that never ends: a full buffer each.
+    let partial = format!("GET /slow HTTP/1.1\r\nHost: {HOST}\r\nX-Pad: {}\r\n", "p".repeat(30_000));
+    let mut attack = Vec::new();
+    for _ in 0..1500 {
+        let mut c = Client::connect(proxy.addr);
+        c.send(partial.as_bytes());
+        attack.push(c);
+    }
+    assert!(
+        wait_until(ms(5000), || proxy.rss_kib() > before + 30_000),
+        "the attack holds memory: {} KiB",
+        proxy.rss_kib()
+    );
+    let during = proxy.rss_kib();
+    drop(attack);
+    let returned = wait_until(ms(30_000), || proxy.rss_kib() < before + 8 * 1024);
+    assert!(returned, "RSS before {before} KiB, during {during} KiB, 30s after {} KiB", proxy.rss_kib());
+    assert_eq!(who(proxy.addr), "primary", "and it still serves");
+}
