@@ -120,6 +120,8 @@ pub struct Observation<'a> {
 /// A change that workers must act on, returned once to the worker that caused it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
+    /// The upstream whose result caused it.
+    pub upstream: usize,
     /// Why, e.g. `primary unhealthy: connect refused (3/3)`.
     pub reason: String,
     pub from: Route,
@@ -220,7 +222,7 @@ impl Book {
         if to.active != from.active || to.all_down() != from.all_down() {
             self.reason.clone_from(&reason);
         }
-        Some(Change { reason, from, to })
+        Some(Change { upstream: i, reason, from, to })
     }
 
     /// Follows a reloaded chain: counts of upstreams whose URL is unchanged at the same

@@ -99,7 +99,7 @@ pub fn run(cfg: Config, reload: impl Fn() -> Result<Config, String>) -> io::Resu
                 pin_to_core(id);
             }
             if let Err(e) = w.run() {
-                log::error!("worker={id} stopped: {e}");
+                log::error!(event = "worker_stopped", worker = id; "worker={id} stopped: {e}");
                 std::process::exit(1);
             }
         })?;
@@ -115,13 +115,19 @@ pub fn run(cfg: Config, reload: impl Fn() -> Result<Config, String>) -> io::Resu
                     shared.board.reconfigure(&cfg, shared.control.next_generation());
                     shared.resolver.watch(names(&cfg), cfg.dns_refresh);
                     shared.control.publish_config(cfg.clone());
-                    log::info!("SIGHUP: configuration reloaded ({}); new requests use it", describe_chain(&cfg));
+                    let chain = describe_chain(&cfg);
+                    log::info!(event = "reload", signal = "SIGHUP"; "SIGHUP: configuration reloaded ({chain}); new requests use it");
                 }
-                Err(e) => log::error!("SIGHUP: configuration not reloaded, keeping the old one: {e}"),
+                Err(e) => {
+                    let reason = e.as_str();
+                    log::error!(event = "reload_failed", signal = "SIGHUP", reason; "SIGHUP: configuration not reloaded, keeping the old one: {e}")
+                }
             },
             sig => {
+                let signal = signal_name(sig);
                 log::info!(
-                    "signal {sig} received: no longer accepting; finishing in-flight requests (up to {:?})",
+                    event = "stop", signal;
+                    "{signal} received: no longer accepting; finishing in-flight requests (up to {:?})",
                     cfg.shutdown_timeout
                 );
                 shared.control.stop();
@@ -237,6 +243,15 @@ fn hex_ip(hex: &str) -> Option<std::net::IpAddr> {
         1 => std::net::Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]).into(),
         _ => std::net::Ipv6Addr::from(bytes).into(),
     })
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGINT => "SIGINT",
+        libc::SIGHUP => "SIGHUP",
+        _ => "a signal",
+    }
 }
 
 /// Blocks SIGTERM, SIGINT and SIGHUP in the calling thread (and the threads it starts).

@@ -531,7 +531,8 @@ impl Worker {
             Outcome::Pending => return,
             Outcome::Healthy => self.report(i, Observation { ok: true, why: "", took }),
             Outcome::Unhealthy(why) => {
-                log::debug!("worker={} {} check failed: {why}", self.id, self.cfg.name(i));
+                let (worker, upstream) = (self.id, self.cfg.name(i));
+                log::debug!(event = "check_failed", worker, upstream, reason = why.as_str(); "worker={worker} {upstream} check failed: {why}");
                 self.report(i, Observation { ok: false, why: &why, took });
                 self.arm_fast_probe();
             }
@@ -629,15 +630,19 @@ fn release_free_memory() {
     }
 }
 
-/// The one log line of a routing change.
+/// The one log line of a routing change, with its event as fields for JSON logs.
 fn log_change(cfg: &Config, c: &Change) {
     let name = |i: usize| cfg.name(i);
     let url = |i: usize| cfg.upstreams.get(i).map_or("?", |u| u.url.as_str());
+    let (upstream, reason) = (name(c.upstream), c.reason.as_str());
+    let (to, to_url) = (name(c.to.active), url(c.to.active));
     if c.to.all_down() {
-        log::warn!("{}; every upstream is down", c.reason);
+        log::warn!(event = "all_down", upstream, reason; "{reason}; every upstream is down");
     } else if c.moved() || c.from.all_down() {
-        log::warn!("{}; traffic -> {} ({})", c.reason, name(c.to.active), url(c.to.active));
+        let event = if c.to.active < c.from.active || c.from.all_down() { "failback" } else { "failover" };
+        log::warn!(event, upstream, reason, to, to_url; "{reason}; traffic -> {to} ({to_url})");
     } else {
-        log::warn!("{}; traffic stays on {}", c.reason, name(c.to.active));
+        let event = if c.to.is_healthy(c.upstream) { "recovered" } else { "unhealthy" };
+        log::warn!(event, upstream, reason, to; "{reason}; traffic stays on {to}");
     }
 }

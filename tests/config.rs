@@ -372,4 +372,20 @@ fn json_logs_are_one_object_per_line() {
             assert!(j.get(key).and_then(Json::as_str).is_some(), "no string {key:?} in {line}");
         }
     }
+    // The switch is an event with fields a log pipeline can select on, not only words.
+    let log = proxy.log();
+    let line = log.lines().find(|l| is_failover_line(l)).unwrap_or_default();
+    let j = Json::parse(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(j.str_field("event"), "failover", "{line}");
+    assert_eq!(j.str_field("upstream"), "primary", "{line}");
+    assert_eq!(j.str_field("to"), "backup", "{line}");
+    assert!(j.str_field("reason").starts_with("primary unhealthy: "), "{line}");
+    // Signals by name.
+    let mut proxy = proxy;
+    proxy.signal(libc::SIGTERM);
+    assert!(proxy.wait_for_log("SIGTERM received", Duration::from_secs(3)), "{}", proxy.log());
+    let log = proxy.log();
+    let stop = log.lines().find(|l| l.contains("SIGTERM received")).unwrap_or_default();
+    let j = Json::parse(stop).unwrap_or_else(|e| panic!("{e}: {stop}"));
+    assert_eq!((j.str_field("event"), j.str_field("signal")), ("stop".to_string(), "SIGTERM".to_string()), "{stop}");
 }
