@@ -37,20 +37,38 @@ const MAX_CHUNK_LINE: u32 = 4096;
 /// Most trailer bytes accepted.
 const MAX_TRAILERS: u32 = 16 * 1024;
 
+/// Where the decoder is. The chunk-size line follows RFC 9112 7.1.1 to the letter:
+/// `chunk-size [ chunk-ext ] CRLF` with
+/// `chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )`, so
+/// whitespace is allowed only where BWS is: before a `;` or an `=`, or after one. "5 \r\n",
+/// "5;\r\n" and "5;a \r\n" are refused: hops disagree on them, and the canonical rewrite
+/// drops extensions anyway, so refusing costs a valid client nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// At the start of a chunk-size line; no digit yet.
     SizeStart,
     /// Reading hex digits.
     Size,
-    /// Whitespace after the size digits.
+    /// Whitespace after the size digits: a `;` must follow.
     SizeWs,
-    /// After `;`: extensions until CR.
-    Ext,
+    /// After `;` (and whitespace): an extension name must start.
+    ExtNameStart,
+    /// Inside an extension name.
+    ExtName,
+    /// Whitespace after a name: `;` or `=` must follow.
+    ExtNameWs,
+    /// After `=` (and whitespace): a token or a quoted string must start.
+    ExtValueStart,
+    /// Inside a token value.
+    ExtToken,
     /// Inside a quoted extension value.
     ExtQuoted,
     /// After a backslash inside a quoted value.
     ExtQuotedEscape,
+    /// After the closing quote of a value.
+    ExtValueEnd,
+    /// Whitespace after a value: `;` must follow.
+    ExtValueWs,
     /// Saw CR ending the size line.
     SizeLf,
     /// Chunk data, this many bytes left.
@@ -99,6 +117,10 @@ impl Default for Chunked {
 
 fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn is_ws(b: u8) -> bool {
+    b == b' ' || b == b'\t'
 }
 
 /// What [`Body::rewrite_in_place`] does to the framing of a chunked body.
@@ -157,15 +179,16 @@ impl Chunked {
     /// With [`Rewrite::Canonical`], a chunk-size line is consumed only once it is whole (a
     /// partial one is left for the next call, with the bytes after it).
     pub fn rewrite_in_place(&mut self, data: &mut [u8], how: Rewrite) -> Result<(usize, usize), ChunkError> {
+        let canonical = how == Rewrite::Canonical;
         let (mut i, mut w) = (0, 0);
         while i < data.len() && self.state != State::Done {
-            if how == Rewrite::Canonical && self.state == State::SizeStart {
+            if canonical && self.state == State::SizeStart {
                 let Some(n) = self.size_line(&data[i..])? else { break };
                 w += put_size_line(&mut data[w..i + n], self.size);
                 i += n;
                 continue;
             }
-            match self.next_run(&data[i..], how == Rewrite::Canonical)? {
+            match self.next_run(&data[i..], canonical)? {
                 Run::Framing(n) if how == Rewrite::Decode => i += n,
                 Run::Data(n) | Run::Framing(n) => {
                     // Nothing shrank yet (the usual case for a canonical client): no move.
@@ -242,38 +265,46 @@ impl Chunked {
                 } else if b == b'\r' {
                     SizeLf
                 } else if b == b';' {
-                    Ext
-                } else if b == b' ' || b == b'\t' {
+                    ExtNameStart
+                } else if is_ws(b) {
                     SizeWs
                 } else {
                     return Err(ChunkError::BadSize);
                 }
             }
-            // Only whitespace, then `;` or the end of the line, may follow the size: "5 5"
-            // must not reach a next hop that might read it as 0x55.
+            // Only whitespace, then `;`, may follow the size: "5 5" must not reach a next hop
+            // that might read it as 0x55, nor "5 \r\n" one that reads no size at all.
             SizeWs => {
                 self.line_byte()?;
                 match b {
-                    b' ' | b'\t' => SizeWs,
-                    b';' => Ext,
-                    b'\r' => SizeLf,
+                    b';' => ExtNameStart,
+                    _ if is_ws(b) => SizeWs,
                     _ => return Err(ChunkError::BadSize),
                 }
             }
-            Ext => {
+            ExtNameStart | ExtName | ExtNameWs | ExtValueStart | ExtToken | ExtValueEnd | ExtValueWs => {
                 self.line_byte()?;
+                let state = self.state;
                 match b {
-                    b'\r' => SizeLf,
-                    b'"' => ExtQuoted,
-                    b';' | b'=' | b' ' | b'\t' => Ext,
-                    b if is_tchar(b) => Ext,
+                    _ if is_tchar(b) && matches!(state, ExtNameStart | ExtName) => ExtName,
+                    _ if is_tchar(b) && matches!(state, ExtValueStart | ExtToken) => ExtToken,
+                    b'"' if state == ExtValueStart => ExtQuoted,
+                    b'\r' if matches!(state, ExtName | ExtToken | ExtValueEnd) => SizeLf,
+                    b';' if !matches!(state, ExtNameStart | ExtValueStart) => ExtNameStart,
+                    b'=' if matches!(state, ExtName | ExtNameWs) => ExtValueStart,
+                    // BWS: after ";" or "=", or before one of them.
+                    _ if is_ws(b) => match state {
+                        ExtName => ExtNameWs,
+                        ExtToken | ExtValueEnd => ExtValueWs,
+                        _ => state,
+                    },
                     _ => return Err(ChunkError::BadExtension),
                 }
             }
             ExtQuoted => {
                 self.line_byte()?;
                 match b {
-                    b'"' => Ext,
+                    b'"' => ExtValueEnd,
                     b'\\' => ExtQuotedEscape,
                     b'\t' | b' '..=b'~' | 0x80..=0xff => ExtQuoted,
                     _ => return Err(ChunkError::BadExtension),

@@ -23,6 +23,20 @@ fn decode(input: &[u8]) -> Result<usize, ChunkError> {
     Ok(whole)
 }
 
+/// The error `input` is refused with: the same whole, in every two-way split, and by the
+/// canonical rewrite (what the relay runs on requests) in every two-way split.
+fn refusal(input: &[u8]) -> ChunkError {
+    let show = String::from_utf8_lossy(input);
+    let whole = Chunked::new().scan(input).map(|_| ()).expect_err(&format!("{show:?} is refused"));
+    for split in 0..=input.len() {
+        let mut c = Chunked::new();
+        let got = c.scan(&input[..split]).and_then(|_| c.scan(&input[split..]));
+        assert_eq!(got.map(|_| ()), Err(whole), "{show:?} split {split}");
+        assert_eq!(canonical_in_two(input, split).map(|_| ()), Err(whole), "{show:?} canonical, split {split}");
+    }
+    whole
+}
+
 #[test]
 fn valid_bodies() {
     let cases: &[(&[u8], usize)] = &[
@@ -35,6 +49,14 @@ fn valid_bodies() {
         (b"5;ext=1\r\nhello\r\n0\r\n\r\n", 21),
         (b"5 ; ext=\"q\\\"v\"\r\nhello\r\n0\r\n\r\n", 28),
         (b"0\r\nTrailer-A: v\r\nB: 2\r\n\r\n", 25),
+        // RFC 9112 7.1.1: BWS before ";" and around "=" (and, by this reading, after ";").
+        (b"5 ;a\r\nhello\r\n0\r\n\r\n", 18),
+        (b"5\t;a\r\nhello\r\n0\r\n\r\n", 18),
+        (b"5 \t ;a=b\r\nhello\r\n0\r\n\r\n", 22),
+        (b"5;a = b ; c =\t\"d\"\r\nhello\r\n0\r\n\r\n", 31),
+        (b"5; a\r\nhello\r\n0\r\n\r\n", 18),
+        (b"5;a;b=c;d\r\nhello\r\n0\r\n\r\n", 23),
+        (b"0 ;a\r\n\r\n", 8),
     ];
     for (input, want) in cases {
         assert_eq!(decode(input), Ok(*want), "{:?}", String::from_utf8_lossy(input));
@@ -62,10 +84,46 @@ fn invalid_bodies() {
         (b"0\r\nA: v\nB: 2\r\n\r\n", ChunkError::BadTrailer),
         (b"0\r\nA: \x00\r\n\r\n", ChunkError::BadTrailer),
         (b"0\r\n\rX", ChunkError::MissingCrlf),
+        // An empty size line, first or after a chunk.
+        (b"\r\n0\r\n\r\n", ChunkError::BadSize),
+        (b"5\r\nhello\r\n\r\n0\r\n\r\n", ChunkError::BadSize),
+        // Whitespace after the size is BWS before ";" (RFC 9112 7.1.1), never before CRLF.
+        (b"5 \r\nhello\r\n0\r\n\r\n", ChunkError::BadSize),
+        (b"5\t\r\nhello\r\n0\r\n\r\n", ChunkError::BadSize),
+        (b"5   \r\nhello\r\n0\r\n\r\n", ChunkError::BadSize),
+        (b"5 \t \r\nhello\r\n0\r\n\r\n", ChunkError::BadSize),
+        (b"5\r\nhello\r\n0 \r\n\r\n", ChunkError::BadSize),
+        (b"0\t\r\n\r\n", ChunkError::BadSize),
+        (b"5 5\r\nhello\r\n0\r\n\r\n", ChunkError::BadSize),
+        // An extension without a name, in every spelling.
+        (b"5;\r\nhello\r\n0\r\n\r\n", ChunkError::BadExtension),
+        (b"2;\r\nhi\r\n0\r\n\r\n", ChunkError::BadExtension),
+        (b"5; \r\nhello\r\n0\r\n\r\n", ChunkError::BadExtension),
+        (b"5;\t\r\nhello\r\n0\r\n\r\n", ChunkError::BadExtension),
+        (b"5 ;\r\nhello\r\n0\r\n\r\n", ChunkError::BadExtension),
+        (b"5 ; \r\nhello\r\n0\r\n\r\n", ChunkError::BadExtension),
+        (b"5;=x\r\nhello\r\n0\r\n\r\n", ChunkError::BadExtension),
+        (b"5; =x\r\nhello\r\n0\r\n\r\n", ChunkError::BadExtension),
+        (b"5;=\"x\"\r\nhello\r\n0\r\n\r\n", ChunkError::BadExtension),
+        (b"5;;\r\nhello\r\n0\r\n\r\n", ChunkError::BadExtension),
+        (b"5;;a\r\nhello\r\n0\r\n\r\n", ChunkError::BadExtension),
+        (b"5;a;\r\nhello\r\n0\r\n\r\n", ChunkError::BadExtension),
+        (b"5;a;;b\r\nhello\r\n0\r\n\r\n", ChunkError::BadExtension),
+        (b"5;a=b;\r\nhello\r\n0\r\n\r\n", ChunkError::BadExtension),
+        (b"0;\r\n\r\n", ChunkError::BadExtension),
+        // The rest of chunk-ext: a value after "=", whitespace only before ";" or "=".
+        (b"5;a=\r\nhello\r\n0\r\n\r\n", ChunkError::BadExtension),
+        (b"5;a= \r\nhello\r\n0\r\n\r\n", ChunkError::BadExtension),
+        (b"5;a \r\nhello\r\n0\r\n\r\n", ChunkError::BadExtension),
+        (b"5;a=b \r\nhello\r\n0\r\n\r\n", ChunkError::BadExtension),
+        (b"5;a=\"b\" \r\nhello\r\n0\r\n\r\n", ChunkError::BadExtension),
+        (b"5;a=\"b\"c\r\nhello\r\n0\r\n\r\n", ChunkError::BadExtension),
+        (b"5;a=b=c\r\nhello\r\n0\r\n\r\n", ChunkError::BadExtension),
+        (b"5;a b\r\nhello\r\n0\r\n\r\n", ChunkError::BadExtension),
+        (b"5;a=b c\r\nhello\r\n0\r\n\r\n", ChunkError::BadExtension),
     ];
     for (input, want) in cases {
-        let mut c = Chunked::new();
-        assert_eq!(c.scan(input), Err(*want), "{:?}", String::from_utf8_lossy(input));
+        assert_eq!(refusal(input), *want, "{:?}", String::from_utf8_lossy(input));
     }
     let mut long = b"5;".to_vec();
     long.extend(std::iter::repeat_n(b'a', 5000));
@@ -230,18 +288,59 @@ fn byte_after_a_size_digit() {
 }
 
 #[test]
+fn byte_after_whitespace_after_a_size() {
+    // chunk-size [ BWS ";" ... ] CRLF: whitespace after the size must lead to ";".
+    for ws in [&b" "[..], b"\t", b"  ", b" \t"] {
+        for b in 0..=255u8 {
+            let input = [&b"5"[..], ws, &[b], b"e", DONE].concat();
+            let want = if b == b';' { Ok((input.len(), true)) } else { Err(ChunkError::BadSize) };
+            let what = format!("after \"5{}\"", String::from_utf8_lossy(ws));
+            assert_eq!(outcome(&input), want, "{}", case(&what, b));
+        }
+    }
+}
+
+#[test]
 fn extension_bytes() {
+    // chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] ), value a
+    // token or a quoted-string (RFC 9112 7.1.1). Each row: what comes before the byte, and
+    // the error the byte gets there (None: valid).
+    use ChunkError::{BadExtension as Bad, MissingCrlf as Crlf};
+    let tchar_or = |b: u8, other: ChunkError| if is_tchar_byte(b) { None } else { Some(other) };
+    let bws_tchar = |b: u8| if b == b' ' || b == b'\t' { None } else { tchar_or(b, Bad) };
+    type Refusal<'a> = &'a dyn Fn(u8) -> Option<ChunkError>;
+    let rows: [(&[u8], Refusal); 7] = [
+        // The name starts: nothing but a tchar, after optional BWS.
+        (b"5;", &bws_tchar),
+        (b"5; ", &bws_tchar),
+        // After a name or a token value: more of it, ";" (another one), "=" after a name,
+        // or CR ending the line (then "\r\r" lacks its LF); whitespace only before ";"/"=".
+        (b"5;a", &|b| if b == b';' || b == b'=' { None } else { tchar_or(b, if b == b'\r' { Crlf } else { Bad }) }),
+        (b"5;a=b", &|b| if b == b';' { None } else { tchar_or(b, if b == b'\r' { Crlf } else { Bad }) }),
+        // After "=" and optional BWS: a token or a quoted-string (an unclosed one here).
+        (b"5;a=", &bws_tchar),
+        (b"5;a= ", &bws_tchar),
+        // BWS after a name leads to ";" or "=" only.
+        (b"5;a ", &|b| if b == b';' || b == b'=' { None } else { Some(Bad) }),
+    ];
+    for (before, refusal) in rows {
+        for b in 0..=255u8 {
+            // "c" completes whatever the byte started ("5;a ;c", "5;a =c").
+            let input = [before, &[b], b"c", DONE].concat();
+            let want = refusal(b).map_or(Ok((input.len(), true)), Err);
+            let what = format!("after {:?}", String::from_utf8_lossy(before));
+            assert_eq!(outcome(&input), want, "{}", case(&what, b));
+        }
+    }
     for b in 0..=255u8 {
-        let input = [&b"5;"[..], &[b], DONE].concat();
+        // After a closing quote: CR, or BWS before ";" (then a name).
+        let input = [&b"5;a=\"v\""[..], &[b], b"c", DONE].concat();
         let want = match b {
-            _ if is_tchar_byte(b) || matches!(b, b';' | b'=' | b' ' | b'\t') => Ok((input.len(), true)),
-            // An opening quote never closed before CR.
-            b'"' => Err(ChunkError::BadExtension),
-            // "5;" CR then CR: the line ended, LF missing.
+            b';' => Ok((input.len(), true)),
             b'\r' => Err(ChunkError::MissingCrlf),
             _ => Err(ChunkError::BadExtension),
         };
-        assert_eq!(outcome(&input), want, "{}", case("extension byte", b));
+        assert_eq!(outcome(&input), want, "{}", case("after a quoted value", b));
 
         let input = [&b"5;a=\""[..], &[b], b"\"", DONE].concat();
         let ok = is_text(b) && b != b'"' && b != b'\\';

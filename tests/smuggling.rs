@@ -418,6 +418,21 @@ fn chunked_cases() -> Vec<(&'static str, Vec<u8>, Vec<u8>)> {
         ("trailer_bare_cr", b"5\r\nhello\r\n0\r\nX: a\r", b"b\r\n\r\n"),
         ("trailer_bare_lf", b"5\r\nhello\r\n0\r\nX: a", b"\nY: b\r\n\r\n"),
         ("final_cr_without_lf", b"5\r\nhello\r\n0\r\n\r", b"X"),
+        // Whitespace after a size is BWS before ";" only (RFC 9112 7.1.1).
+        ("size_trailing_space", b"5 ", b"\r\nhello\r\n0\r\n\r\n"),
+        ("size_trailing_htab", b"5\t", b"\r\nhello\r\n0\r\n\r\n"),
+        ("size_trailing_spaces_and_tabs", b"5 \t ", b"\r\nhello\r\n0\r\n\r\n"),
+        ("last_chunk_trailing_space", b"5\r\nhello\r\n0 ", b"\r\n\r\n"),
+        // Extensions without a name.
+        ("ext_empty_name", b"5;", b"\r\nhello\r\n0\r\n\r\n"),
+        ("ext_empty_name_size_2", b"2;", b"\r\nhi\r\n0\r\n\r\n"),
+        ("ext_empty_name_after_space", b"5; ", b"\r\nhello\r\n0\r\n\r\n"),
+        ("ext_empty_name_with_value", b"5;", b"=x\r\nhello\r\n0\r\n\r\n"),
+        ("ext_empty_name_between", b"5;a;", b";b\r\nhello\r\n0\r\n\r\n"),
+        ("ext_empty_name_last_chunk", b"5\r\nhello\r\n0;", b"\r\n\r\n"),
+        ("ext_empty_value", b"5;a=", b"\r\nhello\r\n0\r\n\r\n"),
+        ("ext_trailing_space", b"5;a ", b"\r\nhello\r\n0\r\n\r\n"),
+        ("size_empty_after_a_chunk", b"5\r\nhello\r\n", b"\r\n0\r\n\r\n"),
     ];
     let mut cases: Vec<_> = table.iter().map(|(n, p, r)| (*n, p.to_vec(), r.to_vec())).collect();
     // A size line may have 4096 bytes (CR included), trailers 16KB (final CRLF excluded).
