@@ -107,6 +107,8 @@ pub struct Chunked {
     limit: u64,
     /// The current trailer line has had its colon.
     colon: bool,
+    /// The canonical rewrite drops the current trailer line ([`forbidden_trailer`]).
+    drop_line: bool,
 }
 
 impl Default for Chunked {
@@ -123,6 +125,84 @@ fn is_ws(b: u8) -> bool {
     b == b' ' || b == b'\t'
 }
 
+/// Trailer fields the canonical rewrite drops. RFC 9110 6.5.1: a sender must not put in
+/// trailers a field needed before the content is processed, "such as those that describe
+/// message framing, routing, authentication, request modifiers, response controls, or
+/// content format" (RFC 7230 4.1.2 gave examples). A next hop that merged one into the head
+/// would act on a field the proxy never checked ("Host: evil", "Content-Length: 5"). So:
+/// framing; routing; the controls and conditionals of a request; credentials, challenges
+/// and cookies; response control data; content format; hop-by-hop fields; and the
+/// forwarding fields the proxy itself writes. Lower case.
+const DROPPED_TRAILERS: &[&str] = &[
+    // Framing.
+    "content-length",
+    "transfer-encoding",
+    "trailer",
+    // Routing.
+    "host",
+    // Request controls and conditionals.
+    "cache-control",
+    "expect",
+    "max-forwards",
+    "pragma",
+    "range",
+    "te",
+    "if-match",
+    "if-none-match",
+    "if-modified-since",
+    "if-unmodified-since",
+    "if-range",
+    // Authentication.
+    "authorization",
+    "proxy-authorization",
+    "www-authenticate",
+    "proxy-authenticate",
+    "authentication-info",
+    "proxy-authentication-info",
+    "cookie",
+    "set-cookie",
+    // Response control data.
+    "age",
+    "expires",
+    "date",
+    "location",
+    "retry-after",
+    "vary",
+    "warning",
+    // Content format.
+    "content-encoding",
+    "content-type",
+    "content-range",
+    // Hop by hop.
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "upgrade",
+    // Written by the proxy from the head (http1.rs): never taken from a client's trailer.
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+];
+
+/// Length of the longest name in [`DROPPED_TRAILERS`]: a longer name is kept as soon as
+/// it is seen to be longer.
+const MAX_DROPPED_NAME: usize = {
+    let (mut max, mut i) = (0, 0);
+    while i < DROPPED_TRAILERS.len() {
+        if DROPPED_TRAILERS[i].len() > max {
+            max = DROPPED_TRAILERS[i].len();
+        }
+        i += 1;
+    }
+    max
+};
+
+/// Whether a trailer field of this name is dropped by [`Rewrite::Canonical`].
+pub fn forbidden_trailer(name: &[u8]) -> bool {
+    name.len() <= MAX_DROPPED_NAME && DROPPED_TRAILERS.iter().any(|d| name.eq_ignore_ascii_case(d.as_bytes()))
+}
+
 /// What [`Body::rewrite_in_place`] does to the framing of a chunked body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rewrite {
@@ -131,7 +211,8 @@ pub enum Rewrite {
     /// Writes every chunk-size line afresh from the size parsed: lowercase hex digits
     /// without leading zeros, then CRLF; no extensions, no whitespace. Data, line ends and
     /// the (validated) trailer section pass as they are, so the next hop sees exactly the
-    /// framing this decoder read, whatever its own parser makes of extensions.
+    /// framing this decoder read, whatever its own parser makes of extensions; except that
+    /// trailer fields that must not be trailers ([`forbidden_trailer`]) are dropped.
     Canonical,
 }
 
@@ -154,7 +235,16 @@ impl Chunked {
 
     /// A decoder that fails with [`ChunkError::TooLarge`] once the data exceeds `limit`.
     pub fn with_limit(limit: u64) -> Chunked {
-        Chunked { state: State::SizeStart, size: 0, line: 0, trailers: 0, data_total: 0, limit, colon: false }
+        Chunked {
+            state: State::SizeStart,
+            size: 0,
+            line: 0,
+            trailers: 0,
+            data_total: 0,
+            limit,
+            colon: false,
+            drop_line: false,
+        }
     }
 
     pub fn is_done(&self) -> bool {
@@ -176,8 +266,9 @@ impl Chunked {
     /// Like [`Chunked::scan`], but also rewrites what it consumes, in place: the bytes to
     /// forward are moved to the front of `data`. Returns (consumed, bytes to forward).
     ///
-    /// With [`Rewrite::Canonical`], a chunk-size line is consumed only once it is whole (a
-    /// partial one is left for the next call, with the bytes after it).
+    /// With [`Rewrite::Canonical`], a chunk-size line is consumed only once it is whole, and
+    /// a trailer field line only once its name is known (kept or dropped); a partial one is
+    /// left for the next call, with the bytes after it.
     pub fn rewrite_in_place(&mut self, data: &mut [u8], how: Rewrite) -> Result<(usize, usize), ChunkError> {
         let canonical = how == Rewrite::Canonical;
         let (mut i, mut w) = (0, 0);
@@ -188,8 +279,22 @@ impl Chunked {
                 i += n;
                 continue;
             }
+            // A field line (a CR here starts the empty line that ends the trailers).
+            if canonical && self.state == State::TrailerStart && data[i] != b'\r' {
+                let Some(n) = self.trailer_name(&data[i..])? else { break };
+                if !self.drop_line {
+                    if w != i {
+                        data.copy_within(i..i + n, w);
+                    }
+                    w += n;
+                }
+                i += n;
+                continue;
+            }
+            // A run of a trailer line ends with that line (see next_run).
+            let dropping = self.drop_line;
             match self.next_run(&data[i..], canonical)? {
-                Run::Framing(n) if how == Rewrite::Decode => i += n,
+                Run::Framing(n) if how == Rewrite::Decode || dropping => i += n,
                 Run::Data(n) | Run::Framing(n) => {
                     // Nothing shrank yet (the usual case for a canonical client): no move.
                     if w != i {
@@ -217,9 +322,27 @@ impl Chunked {
         Ok(None)
     }
 
+    /// At the start of a trailer field line: validates its name and colon at the front of
+    /// `data` and decides whether the canonical rewrite drops the line; returns how many
+    /// bytes that took, or None (and no change) when the name has not arrived whole yet. A
+    /// name longer than any dropped one is kept without waiting for its colon, so at most
+    /// a few bytes are ever held.
+    fn trailer_name(&mut self, data: &[u8]) -> Result<Option<usize>, ChunkError> {
+        let mut line = *self;
+        for (i, &b) in data.iter().enumerate() {
+            line.state = line.step(b)?;
+            if line.colon || i == MAX_DROPPED_NAME {
+                line.drop_line = line.colon && forbidden_trailer(&data[..i]);
+                *self = line;
+                return Ok(Some(i + 1));
+            }
+        }
+        Ok(None)
+    }
+
     /// Consumes the next run at the start of `data` (non-empty): chunk data in bulk, or
     /// framing bytes one by one until data starts, the body ends or `data` does (or, with
-    /// `stop_at_line`, a chunk-size line starts).
+    /// `stop_at_line`, a chunk-size line or a trailer line starts).
     fn next_run(&mut self, data: &[u8], stop_at_line: bool) -> Result<Run, ChunkError> {
         if self.state == State::Data {
             let n = data.len().min(self.size.min(usize::MAX as u64) as usize);
@@ -231,11 +354,11 @@ impl Chunked {
         }
         let mut i = 0;
         while i < data.len() && !matches!(self.state, State::Data | State::Done) {
-            if stop_at_line && self.state == State::SizeStart {
-                break;
-            }
             self.state = self.step(data[i])?;
             i += 1;
+            if stop_at_line && matches!(self.state, State::SizeStart | State::TrailerStart) {
+                break;
+            }
         }
         Ok(Run::Framing(i))
     }
@@ -363,6 +486,7 @@ impl Chunked {
                     return Err(ChunkError::BadTrailer);
                 }
                 self.colon = false;
+                self.drop_line = false;
                 TrailerStart
             }
             EndLf => {

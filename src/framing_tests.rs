@@ -193,6 +193,141 @@ fn canonical_lines_across_splits() {
     assert_eq!(Chunked::new().rewrite_in_place(&mut long, Rewrite::Canonical), Err(ChunkError::LineTooLong));
 }
 
+/// Feeds `raw` to a canonical rewrite `piece` bytes at a time, holding what a call leaves
+/// unconsumed for the next, as the relay does; stops when the body ends.
+fn canonical_in_pieces(raw: &[u8], piece: usize) -> Result<(Vec<u8>, usize), ChunkError> {
+    let (mut c, mut held, mut out, mut used_total) = (Chunked::new(), Vec::new(), Vec::new(), 0);
+    for part in raw.chunks(piece) {
+        if c.is_done() {
+            break;
+        }
+        held.extend_from_slice(part);
+        let (used, kept) = c.rewrite_in_place(&mut held, Rewrite::Canonical)?;
+        out.extend_from_slice(&held[..kept]);
+        held.drain(..used);
+        used_total += used;
+    }
+    assert!(c.is_done(), "the body is whole by now");
+    Ok((out, used_total))
+}
+
+/// Trailer fields RFC 9110 6.5.1 says a sender must not put in trailers (framing,
+/// routing, request modifiers, authentication, response control, content processing),
+/// hop-by-hop fields, and the proxy's own X-Forwarded-*: the canonical rewrite drops them.
+const MUST_DROP: &[&str] = &[
+    "Content-Length",
+    "Transfer-Encoding",
+    "Trailer",
+    "Host",
+    "Cache-Control",
+    "Expect",
+    "Max-Forwards",
+    "Pragma",
+    "Range",
+    "TE",
+    "If-Match",
+    "If-None-Match",
+    "If-Modified-Since",
+    "If-Unmodified-Since",
+    "If-Range",
+    "Authorization",
+    "Proxy-Authorization",
+    "WWW-Authenticate",
+    "Proxy-Authenticate",
+    "Authentication-Info",
+    "Proxy-Authentication-Info",
+    "Cookie",
+    "Set-Cookie",
+    "Age",
+    "Expires",
+    "Date",
+    "Location",
+    "Retry-After",
+    "Vary",
+    "Warning",
+    "Content-Encoding",
+    "Content-Type",
+    "Content-Range",
+    "Connection",
+    "Keep-Alive",
+    "Proxy-Connection",
+    "Upgrade",
+    "Forwarded",
+    "X-Forwarded-For",
+    "X-Forwarded-Host",
+    "X-Forwarded-Proto",
+];
+
+/// Every way the relay can receive `raw`: whole, in every two-way split, one byte at a time
+/// and in threes. All must forward `want` and consume exactly `raw`.
+fn assert_canonical(raw: &[u8], want: &[u8]) {
+    let show = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let next = [raw, b"GET"].concat();
+    for split in 0..=next.len() {
+        let got = canonical_in_two(&next, split).unwrap_or_else(|e| panic!("{:?} split {split}: {e:?}", show(raw)));
+        assert_eq!((show(&got.0), got.1), (show(want), raw.len()), "split {split}");
+    }
+    for piece in [1, 3] {
+        let got = canonical_in_pieces(&next, piece).unwrap_or_else(|e| panic!("{:?} by {piece}: {e:?}", show(raw)));
+        assert_eq!((show(&got.0), got.1), (show(want), raw.len()), "{piece} bytes at a time");
+    }
+    // Scanning alone (responses) and decoding are not changed by it.
+    assert_eq!(outcome(&next), Ok((raw.len(), true)), "{:?}", show(raw));
+}
+
+#[test]
+fn forbidden_trailers_are_dropped_in_any_split() {
+    let cases: &[(&[u8], &[u8])] = &[
+        (b"0\r\nContent-Length: 5\r\n\r\n", b"0\r\n\r\n"),
+        (b"0\r\nHost: evil\r\n\r\n", b"0\r\n\r\n"),
+        (b"0\r\nHOST:evil\r\n\r\n", b"0\r\n\r\n"),
+        (b"0\r\nhost:\r\n\r\n", b"0\r\n\r\n"),
+        (b"0\r\ntransfer-encoding: chunked\r\n\r\n", b"0\r\n\r\n"),
+        (
+            b"5\r\nhello\r\n0\r\nX-Checksum: abc\r\nContent-Length: 5\r\nX-B: 2\r\n\r\n",
+            b"5\r\nhello\r\n0\r\nX-Checksum: abc\r\nX-B: 2\r\n\r\n",
+        ),
+        (
+            b"5 ;x\r\nhello\r\n0;y\r\nHost: evil\r\nSet-Cookie: a=b\r\nX-Checksum: c\r\nTE: x\r\n\r\n",
+            b"5\r\nhello\r\n0\r\nX-Checksum: c\r\n\r\n",
+        ),
+        // A dropped value may hold anything a value may, ":" and long runs included.
+        (b"0\r\nLocation: http://a:80/x\r\nContent-Type: text/plain; charset=\"x\"\r\n\r\n", b"0\r\n\r\n"),
+        // Names that only start or end like a dropped one are kept.
+        (
+            b"0\r\nHostx: 1\r\nHost-Name: 2\r\nX-Host: 3\r\nContent-Length-X: 4\r\nT: 5\r\n\r\n",
+            b"0\r\nHostx: 1\r\nHost-Name: 2\r\nX-Host: 3\r\nContent-Length-X: 4\r\nT: 5\r\n\r\n",
+        ),
+        // Longer than any dropped name: forwarded before its colon arrives.
+        (
+            b"0\r\nX-A-Very-Long-Trailer-Name-Indeed: v\r\nServer-Timing: db;dur=53\r\n\r\n",
+            b"0\r\nX-A-Very-Long-Trailer-Name-Indeed: v\r\nServer-Timing: db;dur=53\r\n\r\n",
+        ),
+    ];
+    for (raw, want) in cases {
+        assert_canonical(raw, want);
+    }
+    for name in MUST_DROP {
+        for spelled in [name.to_string(), name.to_ascii_lowercase(), name.to_ascii_uppercase()] {
+            let raw = format!("3\r\nabc\r\n0\r\nX-Checksum: 1\r\n{spelled}: v\r\nX-Sum: 2\r\n\r\n");
+            assert_canonical(raw.as_bytes(), b"3\r\nabc\r\n0\r\nX-Checksum: 1\r\nX-Sum: 2\r\n\r\n");
+            let raw = format!("0\r\n{spelled}:\r\n\r\n");
+            assert_canonical(raw.as_bytes(), b"0\r\n\r\n");
+            // One byte more or less is another field, kept.
+            for other in [format!("{spelled}s"), format!("X{spelled}"), spelled[1..].to_string()] {
+                let raw = format!("0\r\n{other}: v\r\n\r\n");
+                assert_canonical(raw.as_bytes(), raw.as_bytes());
+            }
+        }
+    }
+    assert_eq!(MAX_DROPPED_NAME, "proxy-authentication-info".len());
+    assert!(DROPPED_TRAILERS.iter().all(|d| MUST_DROP.iter().any(|m| m.eq_ignore_ascii_case(d))), "and no more");
+    // A bad byte in a dropped field is still refused, wherever the input splits.
+    assert_eq!(refusal(b"0\r\nHost: a\x00\r\n\r\n"), ChunkError::BadTrailer);
+    assert_eq!(refusal(b"0\r\nHost : a\r\n\r\n"), ChunkError::BadTrailer);
+    assert_eq!(refusal(b"0\r\nHost: a\nX: b\r\n\r\n"), ChunkError::BadTrailer);
+}
+
 #[test]
 fn counts_data_for_limits() {
     let mut c = Chunked::new();

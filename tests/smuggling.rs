@@ -449,17 +449,32 @@ fn chunked_cases() -> Vec<(&'static str, Vec<u8>, Vec<u8>)> {
 
 /// The part of a valid chunked prefix the proxy streams at once: all of it but a partial
 /// chunk-size line at its end (the proxy forwards a size line when it is whole, since it
-/// writes it afresh). Trailers stream byte by byte.
+/// writes it afresh) or a trailer field whose name has not ended (the proxy drops some
+/// fields by name; a name longer than 25 bytes is none of them). The rest of a trailer
+/// field, and the final CRLF, stream byte by byte.
 fn whole_lines(prefix: &[u8]) -> &[u8] {
     let mut i = 0;
     loop {
         let Some(lf) = find(&prefix[i..], b"\n") else { return &prefix[..i] };
         let digits: String = prefix[i..i + lf].iter().map(|&b| b as char).take_while(char::is_ascii_hexdigit).collect();
         let size = u64::from_str_radix(&digits, 16).expect("a valid size line in a valid prefix");
+        if size == 0 {
+            i += lf + 1;
+            break;
+        }
         i += lf + 1 + size as usize + 2;
-        if size == 0 || i >= prefix.len() {
+        if i >= prefix.len() {
             return prefix;
         }
+    }
+    while let Some(lf) = find(&prefix[i..], b"\n") {
+        i += lf + 1;
+    }
+    let last = &prefix[i..];
+    if last.starts_with(b"\r") || last.contains(&b':') || last.len() > 25 {
+        prefix
+    } else {
+        &prefix[..i]
     }
 }
 
@@ -506,6 +521,39 @@ fn invalid_chunked_bodies_are_cut_at_the_first_bad_byte() {
     }
     assert_eq!(backup.request_count(), 0, "nothing is retried on the backup");
     assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+}
+
+// ------------------------------------------------------------ trailers ----
+
+#[test]
+fn forbidden_trailer_fields_never_reach_the_upstream() {
+    // RFC 9110 6.5.1: framing, routing, authentication and the like must not be trailers; a
+    // next hop that merged "Host: evil" or "Content-Length: 5" into the head would act on it.
+    let primary = Upstream::named("primary");
+    let (proxy, backup) = proxy_for(&primary.url());
+    let head = |i: u8| format!("POST /trailers/{i} HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n");
+    let body: &[u8] = b"5\r\nhello\r\n0\r\nContent-Length: 5\r\nX-Checksum: abc\r\nHost: evil\r\n\r\n";
+    let mut c = Client::connect(proxy.addr);
+    c.send(&[head(0).as_bytes(), body].concat());
+    assert_eq!(c.response().status, 200);
+    // The same again, the trailer section trickled a byte at a time.
+    c.send(head(1).as_bytes());
+    c.send(&body[..10]);
+    for b in &body[10..] {
+        c.send(&[*b]);
+        thread::sleep(ms(2));
+    }
+    assert_eq!(c.response().status, 200);
+    c.send(b"GET /after HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(c.response().status, 200, "the connection is still in step");
+    let seen = primary.requests();
+    for target in ["/trailers/0", "/trailers/1"] {
+        let s = seen.iter().find(|s| s.target() == target).unwrap_or_else(|| panic!("{target} not forwarded"));
+        assert_eq!(show(&s.raw_body), show(b"5\r\nhello\r\n0\r\nX-Checksum: abc\r\n\r\n"), "{target}");
+        assert_eq!(s.header("host"), Some("a"), "{target}");
+    }
+    assert!(seen.iter().any(|s| s.target() == "/after"));
+    assert_eq!(backup.request_count(), 0);
 }
 
 // ------------------------------------------------ malformed responses ----
