@@ -572,12 +572,10 @@ fn has_dot_segment(target: &str) -> bool {
 /// costs nothing more.) One pass over pairs of bytes, without an early exit so that it
 /// compiles to vector instructions: the common head is never parsed twice.
 fn bare_line_end(head: &[u8]) -> bool {
-    let Some((&first, rest)) = head.split_first() else { return false };
-    let mut bad = u8::from(first == b'\n');
-    for (&prev, &b) in head.iter().zip(rest) {
-        bad |= u8::from(b == b'\n') ^ u8::from(prev == b'\r');
-    }
-    bad != 0 || head.last() == Some(&b'\r')
+    let Some(last) = head.len().checked_sub(1) else { return false };
+    let edges = head[0] == b'\n' || head[last] == b'\r';
+    let pairs = head[..last].iter().zip(&head[1..]);
+    edges | pairs.fold(false, |bad, (&prev, &b)| bad | ((b == b'\n') != (prev == b'\r')))
 }
 
 fn memchr_lf(b: &[u8]) -> Option<usize> {
