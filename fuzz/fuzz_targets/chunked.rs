@@ -1,8 +1,9 @@
 //! A chunked body fed in random splits decodes the same as fed whole, and never panics;
-//! its canonical rewrite (what reaches an upstream) frames the same data, in any split.
+//! its canonical rewrite (what reaches an upstream) frames the same data, in any split,
+//! with the same trailer fields minus those that must not be trailers.
 #![no_main]
 
-use failover::framing::{Chunked, Rewrite};
+use failover::framing::{forbidden_trailer, Chunked, Rewrite};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -88,4 +89,33 @@ fn canonical(body: &[u8], split: usize) {
     let mut d = Chunked::new();
     let (used, kept) = d.rewrite_in_place(&mut again, Rewrite::Decode).expect("canonical output decodes");
     assert!(d.is_done() && used == out.len() && again[..kept] == data[..]);
+    let allowed: Vec<&[u8]> = trailer_lines(&body[..n]).into_iter().filter(|l| !forbidden_trailer(name(l))).collect();
+    assert_eq!(trailer_lines(&out), allowed, "the trailers kept are exactly the allowed ones");
+}
+
+/// The trailer field lines of a valid, complete chunked body.
+fn trailer_lines(body: &[u8]) -> Vec<&[u8]> {
+    let mut i = 0;
+    loop {
+        // A size line cannot hold an LF before its end (quoted strings refuse CR and LF).
+        let end = i + body[i..].iter().position(|&b| b == b'\n').expect("a whole size line") + 1;
+        let digits = body[i..].iter().take_while(|b| b.is_ascii_hexdigit()).count();
+        let size = u64::from_str_radix(std::str::from_utf8(&body[i..i + digits]).unwrap(), 16).unwrap();
+        i = end;
+        if size == 0 {
+            break;
+        }
+        i += size as usize + 2;
+    }
+    let mut lines = Vec::new();
+    while body[i] != b'\r' {
+        let end = i + body[i..].iter().position(|&b| b == b'\n').expect("a whole trailer line") + 1;
+        lines.push(&body[i..end]);
+        i = end;
+    }
+    lines
+}
+
+fn name(line: &[u8]) -> &[u8] {
+    &line[..line.iter().position(|&b| b == b':').unwrap_or(line.len())]
 }
