@@ -381,7 +381,6 @@ fn json_logs_are_one_object_per_line() {
     assert_eq!(j.str_field("to"), "backup", "{line}");
     assert!(j.str_field("reason").starts_with("primary unhealthy: "), "{line}");
     // Signals by name.
-    let mut proxy = proxy;
     proxy.signal(libc::SIGTERM);
     assert!(proxy.wait_for_log("SIGTERM received", Duration::from_secs(3)), "{}", proxy.log());
     let log = proxy.log();
