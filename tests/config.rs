@@ -388,3 +388,21 @@ fn json_logs_are_one_object_per_line() {
     let j = Json::parse(stop).unwrap_or_else(|e| panic!("{e}: {stop}"));
     assert_eq!((j.str_field("event"), j.str_field("signal")), ("stop".to_string(), "SIGTERM".to_string()), "{stop}");
 }
+
+#[test]
+fn the_readme_config_file_with_the_defaults_is_valid() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README.md");
+    let section = &readme[readme.find("## Config file").expect("a Config file section")..];
+    let start = section.find("```yaml\n").expect("a yaml block") + "```yaml\n".len();
+    let block = &section[start..start + section[start..].find("```").expect("the block's end")];
+    let primary = Upstream::named("primary");
+    let backup = Upstream::named("backup");
+    // Only loopback is ever a target: the example's addresses become the test's upstreams.
+    let yaml = block.replace("http://10.0.0.10:3000", &primary.url()).replace("http://10.0.1.10:3000", &backup.url());
+    assert!(!yaml.contains("10.0."), "an address this test does not know: {yaml}");
+    let path = temp_path("readme.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let proxy = ProxyBuilder::bare().set("--config", path.to_str().unwrap()).start();
+    assert_eq!(who(proxy.addr), "primary");
+    let _ = std::fs::remove_file(&path);
+}
