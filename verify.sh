@@ -189,7 +189,8 @@ log_tail() { tail -n 5 "$1" 2>/dev/null | tr '\n' ' ' | head -c 600; }
 # ================================================================= build
 
 section "cargo build --profile $PROFILE"
-if ! cargo build --profile "$PROFILE" >"$TMP/build.log" 2>&1; then
+# FAILOVER_BUILT=1: the caller built the binary already (./test.sh, while cargo test runs).
+if [[ ${FAILOVER_BUILT:-0} != 1 ]] && ! cargo build --profile "$PROFILE" >"$TMP/build.log" 2>&1; then
   tail -n 20 "$TMP/build.log"
   abort build "cargo build --profile $PROFILE failed"
 fi

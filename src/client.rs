@@ -29,9 +29,8 @@ const ROUNDS: usize = 16;
 /// Lingering close (RFC 9112 9.6, nginx's `lingering_close`): after our last response a
 /// client may still be sending; closing while its bytes arrive makes the kernel reset the
 /// connection and can destroy the response before the client read it. So we half-close and
-/// read and drop what comes, until the client stops: at most this long after the response,
-/// and this long between two reads.
-const LINGER_TOTAL: Duration = Duration::from_secs(30);
+/// read and drop what comes, until the client stops: at most `--linger-time` after the
+/// response, and this long between two reads.
 const LINGER_GAP: Duration = Duration::from_secs(5);
 /// While stopping, how long an idle keep-alive connection may still send a request.
 const DRAIN_IDLE: Duration = Duration::from_millis(500);
@@ -184,7 +183,7 @@ impl Client {
             (Phase::Linger, _) => {
                 // Stopping: lingering must not hold the process for long either.
                 let gap = if self.draining { DRAIN_IDLE } else { LINGER_GAP };
-                (io.last_activity + gap).min(self.head_started + LINGER_TOTAL)
+                (io.last_activity + gap).min(self.head_started + cfg.linger_time)
             }
             (Phase::Discard { .. }, _) => io.last_activity + cfg.body_timeout,
             (Phase::Exchange, None) | (Phase::Answer { .. }, _) => io.last_activity + cfg.idle_timeout,
@@ -422,7 +421,7 @@ impl Client {
     }
 
     /// Half-closes toward the client; what it still sends is read and dropped (see
-    /// [`LINGER_TOTAL`]), so its kernel does not reset the connection before it read our
+    /// [`LINGER_GAP`]), so its kernel does not reset the connection before it read our
     /// last response.
     fn shut_client(&mut self, now: Instant) {
         self.io.sock.shutdown_write(&mut self.io.ready);

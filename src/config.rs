@@ -79,6 +79,10 @@ pub struct Flags {
     /// How long an idle client keep-alive connection is kept open [default: 60s]
     #[arg(long, value_name = "DURATION")]
     pub idle_timeout: Option<String>,
+    /// After an answer given before the request body arrived whole, how long the proxy keeps
+    /// reading (and dropping) what the client still sends before it closes [default: 30s]
+    #[arg(long, value_name = "DURATION")]
+    pub linger_time: Option<String>,
     /// How long an upgraded connection (WebSocket) may be quiet in both directions before it is
     /// closed [default: 1h]
     #[arg(long, value_name = "DURATION")]
@@ -190,6 +194,7 @@ struct FileConfig {
     upstream_timeout: Option<Scalar>,
     idle_timeout: Option<Scalar>,
     tunnel_timeout: Option<Scalar>,
+    linger_time: Option<Scalar>,
     dns_refresh: Option<Scalar>,
     header_timeout: Option<Scalar>,
     body_timeout: Option<Scalar>,
@@ -272,6 +277,8 @@ pub struct Config {
     pub tunnel_timeout: Duration,
     /// How often upstream names are looked up again.
     pub dns_refresh: Duration,
+    /// The longest lingering close.
+    pub linger_time: Duration,
     pub header_timeout: Duration,
     pub body_timeout: Duration,
     pub shutdown_timeout: Duration,
@@ -361,6 +368,7 @@ fn merge(f: Flags, y: FileConfig) -> Result<Config, Error> {
     let idle_timeout = duration("idle-timeout", text(f.idle_timeout, y.idle_timeout), "60s", ms(1))?;
     let tunnel_timeout = duration("tunnel-timeout", text(f.tunnel_timeout, y.tunnel_timeout), "1h", ms(1))?;
     let dns_refresh = duration("dns-refresh", text(f.dns_refresh, y.dns_refresh), "30s", ms(1000))?;
+    let linger_time = duration("linger-time", text(f.linger_time, y.linger_time), "30s", ms(0))?;
     let header_timeout = duration("header-timeout", text(f.header_timeout, y.header_timeout), "10s", ms(1))?;
 
     let body_timeout = duration("body-timeout", text(f.body_timeout, y.body_timeout), "60s", ms(1))?;
@@ -472,6 +480,7 @@ fn merge(f: Flags, y: FileConfig) -> Result<Config, Error> {
         idle_timeout,
         tunnel_timeout,
         dns_refresh,
+        linger_time,
         header_timeout,
         body_timeout,
         shutdown_timeout,

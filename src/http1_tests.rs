@@ -396,7 +396,7 @@ fn request_target_bytes() {
             let (res, out) = request_raw(&[&line[..], b"Host: a\r\n\r\n"].concat(), &fwd());
             let case = format!("target with {} after {} bytes", byte_name(b), pad.len() + 2);
             if b == b'#' {
-                // A fragment is outside RFC 9112's grammar; see tests/smuggling.rs
+                // A fragment is outside RFC 9112's grammar; see tests/it/smuggling.rs
                 // fragment_in_request_target_is_refused. Refused or forwarded unchanged.
                 assert!(res.is_err() || out.starts_with(&line), "{case}: {res:?} {}", show(&out));
             } else if (0x21..=0x7e).contains(&b) {

@@ -1,9 +1,7 @@
 //! What the upstream sees of the client's headers: order and repeats kept,
 //! hop-by-hop headers gone, X-Forwarded-For/-Proto added, Host untouched.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 /// Sends `head` (a full request head) through a fresh proxy and returns
 /// the one request the primary saw.

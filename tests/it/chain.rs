@@ -8,9 +8,7 @@
 //! behaviour is in failover.rs and zero_error.rs; the directory's own serving rules are in
 //! static_backup.rs.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::fs;
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -3,9 +3,7 @@
 //! and the pool that follows them are unit-tested in `resolve.rs` and `uplink.rs`: a test
 //! here has no DNS of its own to change.)
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 /// A name under `.invalid` never resolves (RFC 6761), and fails at once.
 const NOWHERE: &str = "http://failover-test.invalid:8080";

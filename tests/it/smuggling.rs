@@ -4,9 +4,7 @@
 //! to the last valid byte, never whole; a malformed upstream response becomes a 502 and its
 //! connection is never reused. Every table reports all its failing cases by name.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -25,7 +23,7 @@ fn proxy_for(primary: &str) -> (Proxy, Upstream) {
 }
 
 /// Heads refused before anything is forwarded: (name, request bytes, status). None of
-/// these is in `tests/rejects.rs`. Bodies that would smuggle a second request ride along,
+/// these is in `rejects.rs`. Bodies that would smuggle a second request ride along,
 /// so a proxy that framed them differently would forward `/smuggled`.
 fn head_cases() -> Vec<Case> {
     let table: &[(&str, &[u8], u16)] = &[

@@ -1,9 +1,7 @@
 //! Malformed requests get the right status, are never forwarded when the
 //! head alone shows they are bad, and the client connection is closed after.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::thread;
 use std::time::{Duration, Instant};
 

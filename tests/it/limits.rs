@@ -1,10 +1,8 @@
 //! Request-head limits and --max-connections.
 
-mod common;
-
 use std::thread;
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn request_head_limits_are_flags() {

@@ -1,11 +1,9 @@
 //! SIGHUP re-reads the config file: new requests use the new upstreams and thresholds;
 //! an invalid file is logged and the old configuration stays.
 
-mod common;
-
 use std::fs;
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn sighup_applies_a_new_config_file_and_ignores_a_broken_one() {

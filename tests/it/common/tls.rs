@@ -1,13 +1,11 @@
-//! TLS pieces for `tests/tls.rs`: throwaway certificate authorities made with rcgen
+//! TLS pieces for `tls.rs`: throwaway certificate authorities made with rcgen
 //! (`Ca`, `Leaf`), PEM files in a temp dir (`TempDir`), a small blocking HTTPS upstream
 //! that records SNI, ALPN, handshakes and requests (`TlsUpstream`), a blocking HTTPS
 //! client (`TlsClient`), and a guard for a proxy whose listener speaks TLS (`TlsProxy`;
 //! `common::Proxy` waits for readiness in plain HTTP, which a TLS listener never
 //! answers). Loopback only, every socket has a timeout.
 //!
-//! Not a module of `common` (other test binaries would compile rcgen for nothing):
-//! `tests/tls.rs` includes it with `#[path]` next to `mod common`, and this file uses
-//! `crate::common`.
+//! `tls.rs` includes it with `#[path]`; this file uses `crate::common`.
 #![allow(dead_code)]
 
 use std::cell::Cell;

@@ -9,11 +9,10 @@
 //! Certificates come from throwaway CAs made per test with rcgen; everything runs on
 //! 127.0.0.1 (`localhost` resolves there).
 
-mod common;
 #[path = "common/tls.rs"]
 mod tls_kit;
 
-use common::*;
+use crate::common::*;
 use std::time::Duration;
 use tls_kit::*;
 

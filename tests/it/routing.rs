@@ -1,9 +1,7 @@
 //! Requests reach the primary unchanged (method, target, body bytes), the
 //! URL prefix is prepended, and responses come back byte for byte.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 fn proxy_for(primary: &Upstream, backup: &Upstream) -> Proxy {
     Proxy::builder(&primary.url(), &backup.url()).start()

@@ -1,13 +1,11 @@
 //! SIGTERM: stop accepting, finish what is in flight, close idle keep-alive connections,
 //! exit 0, all within `--shutdown-timeout`.
 
-mod common;
-
 use std::net::TcpStream;
 use std::thread;
 use std::time::Instant;
 
-use common::*;
+use crate::common::*;
 
 const GET: &[u8] = b"GET /slow HTTP/1.1\r\nHost: app.test\r\n\r\n";
 

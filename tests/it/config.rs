@@ -1,9 +1,7 @@
 //! Flags, the YAML file and their errors: `--help`, exit code 2 with one
 //! line naming the key, units, flags winning over the file, `--json-logs`.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::fs;
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;

@@ -3,9 +3,7 @@
 //! gets when an upstream misbehaves, and the WARN lines in the log. The
 //! per-request retry rules themselves are in zero_error.rs.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::thread;
 use std::time::{Duration, Instant};
 

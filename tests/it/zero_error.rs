@@ -6,9 +6,7 @@
 //! switches, --min-backup-time holds traffic on the backup, live failures
 //! feed the health counters, and "both down" is a 503 with Retry-After.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};

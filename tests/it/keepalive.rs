@@ -2,9 +2,7 @@
 //! pooled connections on the upstream side, HTTP/1.0, bodiless responses,
 //! Expect: 100-continue and Upgrade tunnels.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::thread;
 use std::time::Duration;
 

@@ -7,9 +7,7 @@
 //! Every test gets its own directory tree (removed on drop, even on panic) and its own
 //! proxy whose primary refuses connections, so traffic is on the directory.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::fs::{self, File};
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};

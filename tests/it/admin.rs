@@ -1,9 +1,7 @@
 //! The proxy's own endpoints under /__failover/: answered by the proxy,
 //! never forwarded.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::thread;
 
 #[test]

@@ -1,0 +1,21 @@
+//! Every integration test in one binary: one build and one link instead of one per file.
+//! Each module is one behaviour, as the files were before; `common` is the shared harness.
+
+mod admin;
+mod chain;
+mod common;
+mod config;
+mod dns;
+mod failover;
+mod headers;
+mod keepalive;
+mod limits;
+mod rejects;
+mod reload;
+mod resilience;
+mod routing;
+mod shutdown;
+mod smuggling;
+mod static_backup;
+mod tls;
+mod zero_error;
