@@ -119,6 +119,9 @@ impl Writer<'_> {
     }
 }
 
+/// Free buffers of each size [`Pool::trim`] always keeps (2 MiB of full-size ones).
+const RESERVE: usize = 64;
+
 /// Free buffers of one worker: full-size ones and head-size ones, at most `max_free` of
 /// each. Buffers no request needed for a whole [`Pool::trim`] period go back to the
 /// allocator, so the memory of a burst (or an attack) is returned once it is over.
@@ -153,11 +156,18 @@ impl Pool {
     /// Frees the buffers that stayed unused since the last call (called every few
     /// seconds); returns how many bytes went back to the allocator.
     pub fn trim(&mut self) -> usize {
-        let (big, small) = (self.low, self.low_small);
-        self.free.truncate(self.free.len() - big);
-        self.free_small.truncate(self.free_small.len() - small);
-        self.free.shrink_to(self.free.len().max(16));
-        self.free_small.shrink_to(self.free_small.len().max(16));
+        // A reserve stays, so steady traffic that varies a little never frees a buffer it
+        // takes again a moment later (the hot path allocates nothing).
+        let big = self.low.min(self.free.len().saturating_sub(RESERVE));
+        let small = self.low_small.min(self.free_small.len().saturating_sub(RESERVE));
+        if big > 0 {
+            self.free.truncate(self.free.len() - big);
+            self.free.shrink_to(self.free.len().max(RESERVE));
+        }
+        if small > 0 {
+            self.free_small.truncate(self.free_small.len() - small);
+            self.free_small.shrink_to(self.free_small.len().max(RESERVE));
+        }
         self.low = self.free.len();
         self.low_small = self.free_small.len();
         big * BUF_SIZE + small * HEAD_BUF_SIZE
@@ -237,22 +247,21 @@ mod tests {
     }
 
     #[test]
-    fn trim_frees_only_what_sat_unused_for_a_whole_period() {
-        let mut pool = Pool::new(64);
-        let held: Vec<Buf> = (0..10).map(|_| pool.take()).collect();
+    fn trim_frees_only_what_sat_unused_for_a_whole_period_above_a_reserve() {
+        let mut pool = Pool::new(1024);
+        let held: Vec<Buf> = (0..RESERVE + 10).map(|_| pool.take()).collect();
         for b in held {
             pool.put(b);
         }
-        assert_eq!(pool.trim(), 0, "the first period ends: ten were just in use");
+        assert_eq!(pool.trim(), 0, "the first period ends: all were just in use");
         let busy: Vec<Buf> = (0..3).map(|_| pool.take()).collect();
-        assert_eq!(pool.trim(), 7 * BUF_SIZE, "seven sat unused for a whole period");
+        assert_eq!(pool.trim(), 7 * BUF_SIZE, "seven sat unused a whole period; the reserve stays");
         for b in busy {
             pool.put(b);
         }
-        assert_eq!(pool.free.len(), 3);
-        let _small = pool.take_small();
-        assert_eq!(pool.trim(), 0, "all three came back in this period, none was needed: kept once more");
-        assert_eq!(pool.trim(), 3 * BUF_SIZE);
+        assert_eq!(pool.free.len(), RESERVE + 3);
+        assert_eq!(pool.trim(), 3 * BUF_SIZE, "down to the reserve");
+        assert_eq!(pool.trim(), 0, "never below it");
     }
 
     #[test]

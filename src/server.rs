@@ -196,12 +196,14 @@ fn who_listens(addr: SocketAddr) -> Option<String> {
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let Ok(text) = std::fs::read_to_string(table) else { continue };
         for line in text.lines().skip(1) {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let (Some(local), Some(state), Some(inode)) = (f.get(1), f.get(3), f.get(9)) else { continue };
+            // sl local_address rem_address st ... inode: fields 1, 3 and 9. No allocation per
+            // line: the table also lists every connection of the machine.
+            let mut f = line.split_whitespace();
+            let (Some(local), Some(state), Some(inode)) = (f.nth(1), f.nth(1), f.nth(5)) else { continue };
             let Some((ip, port)) = local.split_once(':') else { continue };
             let wildcard = ip.bytes().all(|b| b == b'0');
             let same_ip = wildcard || addr.ip().is_unspecified() || hex_ip(ip) == Some(addr.ip());
-            if *state == LISTEN && u16::from_str_radix(port, 16) == Ok(addr.port()) && same_ip {
+            if state == LISTEN && u16::from_str_radix(port, 16) == Ok(addr.port()) && same_ip {
                 inodes.push(format!("socket:[{inode}]"));
             }
         }
