@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use crate::buffer::{Buf, Writer};
 use crate::client_io::ClientIo;
 use crate::exchange::{retry_after, Ctx, Exchange, Flow, Mode, DISCARD_MAX};
-use crate::framing::{Body, ChunkError, Rewrite};
+use crate::framing::{Body, ChunkError, Framing, Rewrite};
 use crate::http1;
 use crate::readiness::R;
 use crate::retry::{self, Attempt, Decision, Failure};
@@ -239,7 +239,13 @@ impl Exchange {
     fn forward_response(&mut self, io: &mut ClientIo, cx: &mut Ctx, _up: &mut Uplink) -> StepResult {
         if let (Some(resp), Some(uin)) = (self.resp, self.uin.as_mut()) {
             if !self.resp_body.is_done() {
-                let how = resp.dechunk.then_some(Rewrite::Decode);
+                // A chunked response is re-framed as a request is: canonical size lines, and
+                // no trailer field that must not be one. Other bodies are only counted.
+                let how = match resp.framing {
+                    _ if resp.dechunk => Some(Rewrite::Decode),
+                    Framing::Chunked => Some(Rewrite::Canonical),
+                    _ => None,
+                };
                 match take_body(&mut self.resp_body, uin, self.resp_fwd, how) {
                     Ok(n) => self.resp_fwd += n,
                     Err(e) => {

@@ -554,6 +554,22 @@ fn forbidden_trailer_fields_never_reach_the_upstream() {
     assert_eq!(backup.request_count(), 0);
 }
 
+#[test]
+fn forbidden_trailer_fields_never_reach_the_client_and_size_lines_are_canonical() {
+    let response = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+        005;ext=1\r\nhello\r\n0\r\nSet-Cookie: s=1\r\nServer-Timing: db;dur=5\r\nContent-Length: 3\r\n\r\n";
+    let primary = Upstream::fixed(response);
+    let (proxy, _backup) = proxy_for(&primary.url());
+    let mut c = Client::connect(proxy.addr);
+    c.send(b"GET /t HTTP/1.1\r\nHost: a\r\n\r\n");
+    let r = c.response();
+    assert_eq!(r.status, 200, "{}", show(&r.raw));
+    let want: &[u8] = b"\r\n\r\n5\r\nhello\r\n0\r\nServer-Timing: db;dur=5\r\n\r\n";
+    assert!(r.raw.ends_with(want), "{}", show(&r.raw));
+    c.send(b"GET /again HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(c.response().status, 200, "the connection is still in step");
+}
+
 // ------------------------------------------------ malformed responses ----
 
 /// Responses the proxy must refuse (the client gets 502): (name, bytes).
