@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use crate::config::{err, Error};
+use crate::error::{err, Error};
 use crate::static_files::Site;
 use crate::tls::UpstreamTls;
 use crate::upstream::{self, HostPolicy, Kind, Origin, Upstream, MAX_UPSTREAMS};

@@ -4,7 +4,6 @@
 //! file. Everything is checked here, once, at start: a bad value becomes one [`Error`] line
 //! naming the key, and the process exits with code 2. Nothing past this file parses config.
 
-use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,26 +15,12 @@ use std::sync::Arc;
 
 use crate::buffer::BUF_SIZE;
 use crate::chain::{self, Spec};
+use crate::error::err;
+pub use crate::error::Error;
 use crate::http1::{Limits, MAX_HEADERS};
 use crate::tls::ListenerTls;
 use crate::units::{parse_duration, parse_size, show_duration};
 use crate::upstream::Upstream;
-
-/// A setup error: one line naming the flag or key and what is wrong with it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Error(pub String);
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Error {}
-
-pub(crate) fn err(key: &str, what: impl fmt::Display) -> Error {
-    Error(format!("--{key}: {what}"))
-}
 
 /// Command-line flags. Every one is optional here so that the YAML file can supply it.
 #[derive(Parser, Debug, Default)]

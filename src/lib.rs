@@ -15,6 +15,7 @@ mod client;
 mod client_io;
 pub mod config;
 mod control;
+mod error;
 mod exchange;
 pub mod framing;
 mod health;
