@@ -11,14 +11,8 @@ run() {
 }
 
 run cargo fmt --check
-# Lints (the dev profile's check build) and the test build (the ci profile) use separate
-# build directories: build both at once.
-echo "+ cargo clippy --all-targets -- -D warnings (in the background)"
-cargo clippy --all-targets -- -D warnings &
-lints=$!
+run cargo clippy --all-targets -- -D warnings
 run cargo test --profile ci --no-run
-echo "+ wait for cargo clippy"
-wait "$lints"
 # The integration tests and verify.sh mostly wait on sockets and timers: run them side by
 # side (verify.sh reuses the binary just built), then report both.
 mkdir -p target
