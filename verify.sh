@@ -522,6 +522,43 @@ else
   fail "--json-logs: proxy starts" "$(log_tail "$JSON_LOG")"
 fi
 
+# ================================================================= metrics
+
+section "metrics"
+# A fresh proxy with two workers serves 6 requests: its scrape must parse with the reference
+# parser, sum both workers' counters and name the serving upstream.
+if python3 -c 'import prometheus_client' 2>/dev/null; then
+  METRICS_PORT=$(free_port)
+  if start_proxy "$TMP/proxy-metrics.log" "$METRICS_PORT" --listen="127.0.0.1:$METRICS_PORT" \
+    --primary="$PRIMARY_URL" --backup="$BACKUP_URL" "${HEALTH_FLAGS[@]}" --workers=2; then
+    who_answers 6 >/dev/null
+    code=$(req "$TMP/metrics.txt" "$PROXY/__failover/metrics")
+    verdict=$(python3 - "$TMP/metrics.txt" <<'PY'
+import sys
+from prometheus_client.parser import text_string_to_metric_families
+families = {f.name: f for f in text_string_to_metric_families(open(sys.argv[1]).read())}
+need = ["failover_info", "failover_active_upstream", "failover_upstream_up", "failover_transitions",
+        "failover_last_transition_timestamp_seconds", "failover_health_checks", "failover_health_check_duration_seconds",
+        "failover_requests", "failover_request_duration_seconds", "failover_retries", "failover_rescues",
+        "failover_client_connections"]
+missing = [n for n in need if n not in families]
+def value(family, **labels):
+    return sum(s.value for s in families[family].samples
+               if s.name.endswith("_total") and all(s.labels.get(k) == v for k, v in labels.items()))
+served = value("failover_requests", upstream="primary", code_class="2xx")
+active = [s.labels["upstream"] for s in families["failover_active_upstream"].samples if s.value == 1] if not missing else []
+print("missing %s" % missing if missing else "ok" if served >= 6 and active == ["primary"] else "served=%s active=%s" % (served, active))
+PY
+    )
+    expect "metrics: Prometheus text format, families present, counts move" "$code $verdict" "200 ok"
+    stop_pid "$PROXY_PID"
+  else
+    fail "metrics: proxy starts" "$(log_tail "$TMP/proxy-metrics.log")"
+  fi
+else
+  fail "metrics: the prometheus_client parser" "python3 -m pip install prometheus_client"
+fi
+
 # ================================================================= chain and directory backup
 
 section "chain and directory backup"

@@ -1,4 +1,5 @@
-//! The proxy's own endpoints under `/__failover/`: `health` and the `state` document.
+//! The proxy's own endpoints under `/__failover/`: `health`, the `state` document and
+//! `metrics`.
 //!
 //! Requests for them are recognised by [`crate::http1`] and never forwarded; this file only
 //! renders answers from what the health board and the counters say. It never changes
@@ -9,26 +10,40 @@ use std::fmt::Write as _;
 use crate::answer::{json_str, Answer};
 use crate::buffer::Buf;
 use crate::config::Config;
+use crate::control::Control;
 use crate::health::Board;
 use crate::http1::{Admin, Request};
-use crate::stats::Stats;
+use crate::metrics::{self, WorkerMetrics};
 use crate::upstream::Kind;
 
 /// Writes the answer to an admin request into `out`; returns whether the connection
 /// closes after it.
-pub fn answer(admin: Admin, req: &Request, cfg: &Config, board: &Board, stats: &Stats, out: &mut Buf) -> bool {
+/// What the endpoints read: the configuration, the health board, process control and every
+/// worker's counters.
+pub struct Sources<'a> {
+    pub cfg: &'a Config,
+    pub board: &'a Board,
+    pub control: &'a Control,
+    pub metrics: &'a [WorkerMetrics],
+}
+
+pub fn answer(admin: Admin, req: &Request, from: Sources, out: &mut Buf) -> bool {
     let close = !req.keep_alive;
     let extra = match (admin, close, req.minor) {
         (Admin::MethodNotAllowed, _, _) => "Allow: GET, HEAD\r\n",
         (_, false, 0) => "Connection: keep-alive\r\n",
         _ => "",
     };
-    let state;
+    let text;
     let (status, content_type, body): (u16, &str, &[u8]) = match admin {
         Admin::Health => (200, "text/plain; charset=utf-8", b"ok\n"),
         Admin::State => {
-            state = state_json(cfg, board, stats);
-            (200, "application/json", state.as_bytes())
+            text = state_json(from.cfg, from.board, from.metrics);
+            (200, "application/json", text.as_bytes())
+        }
+        Admin::Metrics => {
+            text = metrics::render(from.cfg, from.board, from.control, from.metrics);
+            (200, "text/plain; version=0.0.4; charset=utf-8", text.as_bytes())
         }
         Admin::NotFound => (404, "text/plain; charset=utf-8", b"Not Found: no such failover endpoint\n"),
         Admin::MethodNotAllowed => (405, "text/plain; charset=utf-8", b"Method Not Allowed: use GET\n"),
@@ -40,7 +55,8 @@ pub fn answer(admin: Admin, req: &Request, cfg: &Config, board: &Board, stats: &
 /// The `/__failover/state` document: the chain with each upstream's checks, where traffic
 /// goes, and (for monitors written against the two-upstream proxy) the same facts for the
 /// primary and the first backup as top-level fields.
-pub fn state_json(cfg: &Config, board: &Board, stats: &Stats) -> String {
+pub fn state_json(cfg: &Config, board: &Board, blocks: &[WorkerMetrics]) -> String {
+    let (retries, rescues) = metrics::retries_and_rescues(blocks);
     let b = board.snapshot();
     let route = b.route();
     let on_backup = b.active != 0 || route.all_down();
@@ -69,8 +85,8 @@ pub fn state_json(cfg: &Config, board: &Board, stats: &Stats) -> String {
         json_str(&primary.last_error),
         json_str(&backup.last_error),
         json_str(&b.reason),
-        Stats::read(&stats.retries),
-        Stats::read(&stats.rescues),
+        retries,
+        rescues,
         route.all_down(),
         b.active,
         json_str(cfg.upstreams.get(b.active).map_or("", |u| u.name.as_str())),

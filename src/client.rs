@@ -17,6 +17,7 @@ use crate::client_io::ClientIo;
 use crate::config::Config;
 use crate::exchange::{retry_after, Exchange, Flow};
 use crate::http1::{self, Addressing, Forward};
+use crate::metrics::NO_UPSTREAM;
 use crate::timer::Deadline;
 use crate::transport::{Conn, SockResult};
 use crate::uplink::Uplink;
@@ -313,7 +314,9 @@ impl Client {
         if let Some(kind) = req.admin {
             cx.pool.put(head);
             let out = cx.pool.ensure(&mut self.io.cout);
-            let close = admin::answer(kind, &req, cx.cfg, cx.board, cx.stats, out);
+            let from = admin::Sources { cfg: cx.cfg, board: cx.board, control: cx.control, metrics: cx.all_metrics };
+            let close = admin::answer(kind, &req, from, out);
+            cx.metrics.request(NO_UPSTREAM, 200, true, None);
             self.phase = Phase::Answer { close };
             return Pass::Moved;
         }
@@ -330,6 +333,7 @@ impl Client {
             };
             let out = cx.pool.ensure(&mut self.io.cout);
             Answer::error(503, &detail, retry_after, req.accepts_json, req.is_head, out);
+            cx.metrics.request(NO_UPSTREAM, 503, true, None);
             self.phase = Phase::Answer { close: true };
             return Pass::Moved;
         }
@@ -450,6 +454,7 @@ impl Client {
 
     /// Queues an error answer; the connection closes after it.
     fn answer_error(&mut self, cx: &mut Ctx, status: u16, detail: &str) {
+        cx.metrics.request(NO_UPSTREAM, status, true, None);
         let out = cx.pool.ensure(&mut self.io.cout);
         Answer::error(status, detail, "", false, false, out);
         if let Some(b) = self.io.cin.as_mut() {

@@ -14,12 +14,13 @@ use crate::answer::Answer;
 use crate::buffer::{Buf, Pool, Writer};
 use crate::client_io::ClientIo;
 use crate::config::Config;
+use crate::control::Control;
 use crate::framing::Body;
 use crate::health::{Board, Route};
 use crate::http1::{self, Addressing, Request, Response};
+use crate::metrics::{RetryReason, WorkerMetrics};
 use crate::retry::{self, Attempt, Decision, Failure, Replay};
 use crate::static_files::FileBody;
-use crate::stats::Stats;
 use crate::upstream::{Kind, Upstream, MAX_UPSTREAMS};
 
 /// How long a client that sent `Expect: 100-continue` waits for the upstream's 100 before
@@ -39,8 +40,11 @@ pub struct Ctx<'a> {
     pub pool: &'a mut Pool,
     /// Ended exchanges to reuse, so a request allocates nothing.
     pub spare: &'a mut Spare,
-    pub stats: &'a Stats,
+    /// This worker's counters, and every worker's (for the endpoints that sum them).
+    pub metrics: &'a WorkerMetrics,
+    pub all_metrics: &'a [WorkerMetrics],
     pub board: &'a Board,
+    pub control: &'a Control,
     pub route: Route,
     pub now: Instant,
     /// Failures seen on live traffic, for the worker to act on after the drive.
@@ -135,10 +139,15 @@ pub struct Exchange {
     /// What is left of the file being served, and whether the connection stays open after.
     pub(crate) file: Option<FileBody>,
     pub(crate) file_keep_alive: bool,
+    /// When the request head was read, and the status of the response once decided (0:
+    /// none yet), with whether the proxy made it.
+    pub(crate) started: Instant,
+    pub(crate) status: u16,
+    pub(crate) by_proxy: bool,
 }
 
 impl Exchange {
-    fn new(req: Request, target: usize, head: Buf, max_body: u64, replay_vec: Vec<Buf>) -> Exchange {
+    fn new(req: Request, target: usize, head: Buf, max_body: u64, replay_vec: Vec<Buf>, now: Instant) -> Exchange {
         let req_body = Body::start(req.framing, max_body);
         Exchange {
             req,
@@ -162,6 +171,9 @@ impl Exchange {
             replay: Replay::new(req.replay_ok, replay_vec),
             file: None,
             file_keep_alive: false,
+            started: now,
+            status: 0,
+            by_proxy: false,
         }
     }
 
@@ -171,15 +183,20 @@ impl Exchange {
         match cx.spare.pop() {
             Some(mut ex) => {
                 let vec = std::mem::take(&mut ex.replay).into_spare(cx.pool);
-                *ex = Exchange::new(req, target, head, cx.cfg.max_body, vec);
+                *ex = Exchange::new(req, target, head, cx.cfg.max_body, vec, cx.now);
                 ex
             }
-            None => Box::new(Exchange::new(req, target, head, cx.cfg.max_body, Vec::new())),
+            None => Box::new(Exchange::new(req, target, head, cx.cfg.max_body, Vec::new(), cx.now)),
         }
     }
 
-    /// Returns the buffers to the pool and the exchange to the spares.
+    /// Counts the response (if one went out), returns the buffers to the pool and the
+    /// exchange to the spares.
     pub fn end(mut self: Box<Self>, cx: &mut Ctx) {
+        if self.status != 0 {
+            let took = cx.now.saturating_duration_since(self.started);
+            cx.metrics.request(self.target, self.status, self.by_proxy, Some(took));
+        }
         for slot in [&mut self.up_head, &mut self.uin] {
             if let Some(b) = slot.take() {
                 cx.pool.put(b);
@@ -300,11 +317,12 @@ impl Exchange {
             Decision::Fresh => {
                 log::debug!("client={} pooled connection to {name} was closed; retrying on a new one", io.peer);
                 self.refreshed = true;
+                cx.metrics.retry(RetryReason::StaleConnection);
                 self.resend(io, cx, t, true)
             }
             Decision::Next(to) => {
                 log::debug!("client={} {name} failed ({fail:?}); retrying on {}", io.peer, cfg.name(to));
-                Stats::bump(&cx.stats.retries);
+                cx.metrics.retry(fail.reason());
                 self.resend(io, cx, to, false)
             }
             Decision::GiveUp(skip) => {
@@ -360,7 +378,7 @@ impl Exchange {
         let to = cx.route.next_after(self.target, self.tried)?;
         let cfg = cx.cfg;
         log::debug!("client={} rescued from {} to {}", io.peer, cfg.name(self.target), cfg.name(to));
-        Stats::bump(&cx.stats.rescues);
+        cx.metrics.rescue();
         Some(self.resend(io, cx, to, false))
     }
 
@@ -376,6 +394,7 @@ impl Exchange {
     /// Queues the proxy's own error answer; nothing more is read or relayed for it.
     /// `as_asked`: in JSON when the client asked for it, headers only for HEAD.
     fn answer(&mut self, io: &mut ClientIo, cx: &mut Ctx, status: u16, detail: &str, extra: &str, as_asked: bool) {
+        (self.status, self.by_proxy) = (status, true);
         let out = cx.pool.ensure(&mut io.cout);
         let (json, head) = if as_asked { (self.req.accepts_json, self.req.is_head) } else { (false, false) };
         Answer::error(status, detail, extra, json, head, out);

@@ -135,6 +135,17 @@ impl Change {
     }
 }
 
+/// How often traffic moved between two upstreams (None: nowhere, every upstream down),
+/// and why, for `failover_transitions_total`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Move {
+    pub from: Option<usize>,
+    pub to: Option<usize>,
+    /// `unhealthy`, `recovered`, `hold_elapsed` or `all_down`.
+    pub reason: &'static str,
+    pub count: u64,
+}
+
 /// The shared record of every upstream and the routing decision.
 #[derive(Debug, Clone)]
 pub struct Book {
@@ -149,6 +160,8 @@ pub struct Book {
     pub reason: String,
     /// The URLs counted here, by position (a reload keeps the counts of unchanged ones).
     urls: Vec<String>,
+    /// Every kind of move so far, with its count.
+    pub moves: Vec<Move>,
 }
 
 impl Book {
@@ -161,6 +174,7 @@ impl Book {
             active_since: Instant::now(),
             reason: String::new(),
             urls: cfg.upstreams.iter().map(|u| u.url.clone()).collect(),
+            moves: Vec::new(),
         }
     }
 
@@ -221,8 +235,24 @@ impl Book {
         // is news (it is logged and shown per upstream) but moves nothing.
         if to.active != from.active || to.all_down() != from.all_down() {
             self.reason.clone_from(&reason);
+            let why = match (to.all_down(), flipped) {
+                (true, _) => "all_down",
+                (false, true) if to.is_healthy(i) => "recovered",
+                (false, true) => "unhealthy",
+                (false, false) => "hold_elapsed",
+            };
+            self.count_move(from, to, why);
         }
         Some(Change { upstream: i, reason, from, to })
+    }
+
+    fn count_move(&mut self, from: Route, to: Route, reason: &'static str) {
+        let at = |r: Route| (!r.all_down()).then_some(r.active);
+        let (from, to) = (at(from), at(to));
+        match self.moves.iter_mut().find(|m| m.from == from && m.to == to && m.reason == reason) {
+            Some(m) => m.count += 1,
+            None => self.moves.push(Move { from, to, reason, count: 1 }),
+        }
     }
 
     /// Follows a reloaded chain: counts of upstreams whose URL is unchanged at the same

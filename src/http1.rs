@@ -104,6 +104,7 @@ pub struct Request {
 pub enum Admin {
     Health,
     State,
+    Metrics,
     NotFound,
     MethodNotAllowed,
 }
@@ -391,7 +392,8 @@ pub fn parse_request(input: &[u8], fwd: &Forward, out: &mut Writer) -> Result<Op
         request.admin = Some(match (method, admin_path) {
             ("GET" | "HEAD", "health") => Admin::Health,
             ("GET" | "HEAD", "state") => Admin::State,
-            (_, "health" | "state") => Admin::MethodNotAllowed,
+            ("GET" | "HEAD", "metrics") => Admin::Metrics,
+            (_, "health" | "state" | "metrics") => Admin::MethodNotAllowed,
             _ => Admin::NotFound,
         });
         return Ok(Some(request));

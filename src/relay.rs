@@ -14,9 +14,9 @@ use crate::client_io::ClientIo;
 use crate::exchange::{retry_after, Ctx, Exchange, Flow, Mode, DISCARD_MAX};
 use crate::framing::{Body, ChunkError, Framing, Rewrite};
 use crate::http1;
+use crate::metrics::RetryReason;
 use crate::readiness::R;
 use crate::retry::{self, Attempt, Decision, Failure};
-use crate::stats::Stats;
 use crate::transport::SockResult;
 use crate::uplink::{kind_text, UpState, Uplink};
 
@@ -193,7 +193,7 @@ impl Exchange {
                                 io.peer,
                                 resp.status
                             );
-                            Stats::bump(&cx.stats.retries);
+                            cx.metrics.retry(RetryReason::Status);
                             return Err(self.resend(io, cx, to, false));
                         }
                         Decision::GiveUp(Some(skip)) => skip.header().as_bytes(),
@@ -218,6 +218,7 @@ impl Exchange {
                         continue;
                     }
                     self.resp = Some(resp);
+                    self.status = resp.status;
                     self.resp_body = Body::start(resp.framing, u64::MAX);
                     // Nothing is re-sent once a response head is relayed.
                     self.replay.release(cx.pool);
@@ -391,6 +392,7 @@ impl Exchange {
         self.replay.release(cx.pool);
         self.file = served.body;
         self.file_keep_alive = keep_alive;
+        self.status = served.status;
         Flow::DropUpstream
     }
 

@@ -7,6 +7,7 @@
 
 use crate::buffer::{Buf, Pool};
 use crate::health::Route;
+use crate::metrics::RetryReason;
 use crate::uplink;
 
 /// Why an upstream exchange failed before a response head reached the client.
@@ -38,6 +39,20 @@ impl Failure {
             Failure::Refused
         } else {
             Failure::Connect(why)
+        }
+    }
+
+    /// How `failover_retries_total` names this failure.
+    pub fn reason(&self) -> RetryReason {
+        match self {
+            Failure::Refused => RetryReason::Refused,
+            Failure::Connect(_) => RetryReason::Connect,
+            Failure::ConnectTimeout => RetryReason::ConnectTimeout,
+            Failure::NoResponse => RetryReason::Timeout,
+            Failure::Io(_) => RetryReason::Reset,
+            Failure::Closed => RetryReason::Closed,
+            Failure::BadResponse(_) => RetryReason::BadResponse,
+            Failure::Status(_) => RetryReason::Status,
         }
     }
 

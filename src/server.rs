@@ -14,8 +14,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::config::Config;
 use crate::control::Control;
 use crate::health::Board;
+use crate::metrics::WorkerMetrics;
 use crate::resolve::{Addrs, Resolver};
-use crate::stats::Stats;
 use crate::upstream::Kind;
 use crate::worker::{Shared, Worker};
 
@@ -41,7 +41,7 @@ pub fn run(cfg: Config, reload: impl Fn() -> Result<Config, String>) -> io::Resu
     let shared = Shared {
         board: Arc::new(Board::new(&cfg)),
         control: Arc::new(Control::new()),
-        stats: Arc::new(Stats::default()),
+        metrics: Arc::new((0..cfg.workers).map(|_| WorkerMetrics::new()).collect()),
         resolver: Resolver::new(cfg.dns_refresh),
     };
     shared.resolver.watch(names(&cfg), cfg.dns_refresh);

@@ -21,9 +21,9 @@ use crate::config::Config;
 use crate::control::Control;
 use crate::exchange::{Signals, Spare};
 use crate::health::{Board, Change, Observation, Route};
+use crate::metrics::WorkerMetrics;
 use crate::probe::{self, Outcome, Probe};
 use crate::resolve::Resolver;
-use crate::stats::Stats;
 use crate::timer::Timers;
 use crate::token::{self, Kind};
 use crate::transport::Conn;
@@ -46,7 +46,8 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 pub struct Shared {
     pub board: Arc<Board>,
     pub control: Arc<Control>,
-    pub stats: Arc<Stats>,
+    /// One block of counters per worker, by worker id.
+    pub metrics: Arc<Vec<WorkerMetrics>>,
     pub resolver: Arc<Resolver>,
 }
 
@@ -58,8 +59,10 @@ macro_rules! ctx {
             registry: $w.poll.registry(),
             pool: &mut $w.pool,
             spare: &mut $w.spare,
-            stats: &$w.shared.stats,
+            metrics: &$w.shared.metrics[$w.id],
+            all_metrics: &$w.shared.metrics,
             board: &$w.shared.board,
+            control: &$w.shared.control,
             route: $w.route,
             now: $w.now,
             signals: &mut $w.signals,
@@ -526,7 +529,11 @@ impl Worker {
     }
 
     fn finish_probe(&mut self, i: usize, outcome: Outcome, started: Instant) {
-        let took = Some(Instant::now().saturating_duration_since(started));
+        let took = Instant::now().saturating_duration_since(started);
+        if outcome != Outcome::Pending {
+            self.shared.metrics[self.id].check(i, outcome == Outcome::Healthy, took);
+        }
+        let took = Some(took);
         match outcome {
             Outcome::Pending => return,
             Outcome::Healthy => self.report(i, Observation { ok: true, why: "", took }),

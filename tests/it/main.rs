@@ -10,6 +10,7 @@ mod failover;
 mod headers;
 mod keepalive;
 mod limits;
+mod metrics;
 mod rejects;
 mod reload;
 mod resilience;
