@@ -11,7 +11,7 @@ use crate::answer::{json_str, Answer};
 use crate::buffer::Buf;
 use crate::config::Config;
 use crate::control::Control;
-use crate::health::Board;
+use crate::health::{unix_ms, Board};
 use crate::http1::{Admin, Request};
 use crate::metrics::{self, WorkerMetrics};
 use crate::upstream::Kind;
@@ -58,6 +58,7 @@ pub fn answer(admin: Admin, req: &Request, from: Sources, out: &mut Buf) -> bool
 pub fn state_json(cfg: &Config, board: &Board, blocks: &[WorkerMetrics]) -> String {
     let (retries, rescues) = metrics::retries_and_rescues(blocks);
     let b = board.snapshot();
+    let now_ms = unix_ms();
     let route = b.route();
     let on_backup = b.active != 0 || route.all_down();
     let health = |i: usize| b.ups.get(i).cloned().unwrap_or_default();
@@ -72,7 +73,8 @@ pub fn state_json(cfg: &Config, board: &Board, blocks: &[WorkerMetrics]) -> Stri
             "\"primary_healthy\":{},\"backup_healthy\":{},\"fail_count\":{},\"recover_count\":{},",
             "\"primary_last_error\":{},\"backup_last_error\":{},\"last_transition\":{},",
             "\"retries\":{},\"rescues\":{},\"all_down\":{},",
-            "\"active\":{{\"index\":{},\"name\":{},\"url\":{}}},\"upstreams\":["
+            "\"active\":{{\"index\":{},\"name\":{},\"url\":{}}},",
+            "\"now_ms\":{},\"fail_threshold\":{},\"recover_threshold\":{},\"upstreams\":["
         ),
         on_backup,
         b.since_unix,
@@ -91,6 +93,9 @@ pub fn state_json(cfg: &Config, board: &Board, blocks: &[WorkerMetrics]) -> Stri
         b.active,
         json_str(cfg.upstreams.get(b.active).map_or("", |u| u.name.as_str())),
         json_str(url(b.active)),
+        now_ms,
+        cfg.fail_threshold,
+        cfg.recover_threshold,
     );
     for (i, up) in cfg.upstreams.iter().enumerate() {
         let h = health(i);
@@ -102,7 +107,8 @@ pub fn state_json(cfg: &Config, board: &Board, blocks: &[WorkerMetrics]) -> Stri
             out,
             concat!(
                 "{}{{\"index\":{},\"name\":{},\"url\":{},\"role\":\"{}\",\"kind\":\"{}\",\"healthy\":{},",
-                "\"fail_count\":{},\"recover_count\":{},\"last_error\":{},\"last_check_ms\":{},\"last_check_unix\":{}}}"
+                "\"fail_count\":{},\"recover_count\":{},\"last_error\":{},\"last_check_ms\":{},\"last_check_unix\":{},",
+                "\"checks\":["
             ),
             if i == 0 { "" } else { "," },
             i,
@@ -116,6 +122,34 @@ pub fn state_json(cfg: &Config, board: &Board, blocks: &[WorkerMetrics]) -> Stri
             json_str(&h.last_error),
             h.last_check_ms,
             h.last_check_unix,
+        );
+        for (k, c) in h.recent.iter().enumerate() {
+            let _ = write!(
+                out,
+                "{}{{\"t_ms\":{},\"ok\":{},\"ms\":{:.3},\"error\":{}}}",
+                if k == 0 { "" } else { "," },
+                c.at_ms,
+                c.ok,
+                c.took_us as f64 / 1000.0,
+                json_str(&c.error)
+            );
+        }
+        out.push_str("]}");
+    }
+    // Each transition lasted until the next one; the newest is still in force.
+    out.push_str("],\"transitions\":[");
+    for (k, t) in b.transitions.iter().enumerate() {
+        let until = b.transitions.get(k + 1).map_or(now_ms, |n| n.at_ms);
+        let _ = write!(
+            out,
+            "{}{{\"t_ms\":{},\"from\":{},\"to\":{},\"reason\":{},\"duration_s\":{:.3},\"current\":{}}}",
+            if k == 0 { "" } else { "," },
+            t.at_ms,
+            json_str(&t.from),
+            json_str(&t.to),
+            json_str(&t.reason),
+            until.saturating_sub(t.at_ms) as f64 / 1000.0,
+            k + 1 == b.transitions.len()
         );
     }
     out.push_str("]}\n");

@@ -8,6 +8,7 @@
 //! [`Route`] into its own field, which is all the data path reads. This file never touches
 //! a socket and never wakes a thread: that is the caller's.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -28,11 +29,45 @@ pub struct Health {
     /// How long the last check took, and when it ended (unix seconds; 0: none yet).
     pub last_check_ms: u64,
     pub last_check_unix: u64,
+    /// The last [`CHECKS_KEPT`] check results, oldest first (for the status page).
+    pub recent: VecDeque<Check>,
+}
+
+/// How many check results per upstream, and how many transitions, the state keeps.
+pub const CHECKS_KEPT: usize = 100;
+pub const TRANSITIONS_KEPT: usize = 50;
+
+/// One health-check result as the state shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    /// When it ended (unix milliseconds).
+    pub at_ms: u64,
+    pub ok: bool,
+    pub took_us: u64,
+    pub error: String,
+}
+
+/// One move of traffic as the state shows it: names, not positions (a reload may renumber).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub at_ms: u64,
+    /// Upstream names; `none` while every upstream is down.
+    pub from: String,
+    pub to: String,
+    pub reason: String,
 }
 
 impl Health {
     pub fn new() -> Health {
-        Health { healthy: true, fails: 0, oks: 0, last_error: String::new(), last_check_ms: 0, last_check_unix: 0 }
+        Health {
+            healthy: true,
+            fails: 0,
+            oks: 0,
+            last_error: String::new(),
+            last_check_ms: 0,
+            last_check_unix: 0,
+            recent: VecDeque::new(),
+        }
     }
 
     /// An upstream not checked yet counts as healthy, unless its name resolved to no
@@ -162,6 +197,8 @@ pub struct Book {
     urls: Vec<String>,
     /// Every kind of move so far, with its count.
     pub moves: Vec<Move>,
+    /// The last [`TRANSITIONS_KEPT`] moves, oldest first.
+    pub transitions: VecDeque<Transition>,
 }
 
 impl Book {
@@ -175,6 +212,7 @@ impl Book {
             reason: String::new(),
             urls: cfg.upstreams.iter().map(|u| u.url.clone()).collect(),
             moves: Vec::new(),
+            transitions: VecDeque::new(),
         }
     }
 
@@ -194,6 +232,11 @@ impl Book {
         if let Some(took) = obs.took {
             h.last_check_ms = took.as_millis() as u64;
             h.last_check_unix = unix_now();
+            if h.recent.len() == CHECKS_KEPT {
+                h.recent.pop_front();
+            }
+            let error = if obs.ok { String::new() } else { obs.why.to_string() };
+            h.recent.push_back(Check { at_ms: unix_ms(), ok: obs.ok, took_us: took.as_micros() as u64, error });
         }
         let flipped = h.observe(obs.ok, cfg.fail_threshold, cfg.recover_threshold);
         let mut reason = match (flipped, h.healthy) {
@@ -242,6 +285,12 @@ impl Book {
                 (false, false) => "hold_elapsed",
             };
             self.count_move(from, to, why);
+            if self.transitions.len() == TRANSITIONS_KEPT {
+                self.transitions.pop_front();
+            }
+            let name = |r: Route| if r.all_down() { "none".to_string() } else { cfg.name(r.active).to_string() };
+            let at_ms = unix_ms();
+            self.transitions.push_back(Transition { at_ms, from: name(from), to: name(to), reason: reason.clone() });
         }
         Some(Change { upstream: i, reason, from, to })
     }
@@ -358,6 +407,10 @@ impl Board {
     pub fn suspect(&self, i: usize) -> bool {
         self.lock().ups.get(i).is_some_and(|h| h.healthy && h.fails > 0)
     }
+}
+
+pub fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 pub fn unix_now() -> u64 {
@@ -484,5 +537,35 @@ mod tests {
         board.reconfigure(&cfg, 1);
         assert_eq!(board.route().1.active, 1, "unchanged URLs keep their counts");
         assert!(board.report(&cfg, 1, 1, fail("x")).is_some());
+    }
+
+    #[test]
+    fn the_state_keeps_the_last_checks_and_transitions_with_names() {
+        let cfg = cfg(2, &["--fail-threshold=1", "--recover-threshold=1"]);
+        let mut b = Book::new(&cfg);
+        let check = |ok| Observation {
+            ok,
+            why: if ok { "" } else { "connect refused" },
+            took: Some(Duration::from_micros(1500)),
+        };
+        for k in 0..CHECKS_KEPT + 5 {
+            b.observe(&cfg, 1, check(k % 2 == 0));
+        }
+        let recent = &b.ups[1].recent;
+        assert_eq!(recent.len(), CHECKS_KEPT, "bounded");
+        assert!(recent.back().is_some_and(|c| c.ok && c.took_us == 1500 && c.error.is_empty()));
+        assert!(recent.iter().rev().nth(1).is_some_and(|c| !c.ok && c.error == "connect refused"));
+        assert!(b.ups[0].recent.is_empty(), "live failures (no `took`) are not checks");
+        b.observe(&cfg, 0, fail("timeout"));
+        b.observe(&cfg, 1, fail("timeout"));
+        b.observe(&cfg, 0, OK);
+        let seen: Vec<(&str, &str)> = b.transitions.iter().map(|t| (t.from.as_str(), t.to.as_str())).collect();
+        assert_eq!(seen, [("primary", "backup"), ("backup", "none"), ("none", "primary")]);
+        assert_eq!(b.transitions[0].reason, "primary unhealthy: timeout (1/1)");
+        for _ in 0..TRANSITIONS_KEPT {
+            b.observe(&cfg, 0, fail("x"));
+            b.observe(&cfg, 0, OK);
+        }
+        assert_eq!(b.transitions.len(), TRANSITIONS_KEPT);
     }
 }
