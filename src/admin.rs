@@ -27,16 +27,25 @@ pub struct Sources<'a> {
     pub metrics: &'a [WorkerMetrics],
 }
 
+/// The status page (`/__failover/` and `/__failover/status`): self-contained, it polls
+/// `/__failover/state`.
+const STATUS_PAGE: &[u8] = include_bytes!("status.html");
+const STATUS_CSP: &str = "Content-Security-Policy: default-src 'none'; connect-src 'self'; \
+    style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:\r\n";
+
 pub fn answer(admin: Admin, req: &Request, from: Sources, out: &mut Buf) -> bool {
     let close = !req.keep_alive;
-    let extra = match (admin, close, req.minor) {
-        (Admin::MethodNotAllowed, _, _) => "Allow: GET, HEAD\r\n",
-        (_, false, 0) => "Connection: keep-alive\r\n",
-        _ => "",
+    let keep_alive = if !close && req.minor == 0 { "Connection: keep-alive\r\n" } else { "" };
+    let extra = match admin {
+        Admin::MethodNotAllowed => "Allow: GET, HEAD\r\n".to_string(),
+        // The page is one file with its CSS and JS inline; it may only call back home.
+        Admin::Status => format!("Cache-Control: no-cache\r\n{STATUS_CSP}{keep_alive}"),
+        _ => keep_alive.to_string(),
     };
     let text;
     let (status, content_type, body): (u16, &str, &[u8]) = match admin {
         Admin::Health => (200, "text/plain; charset=utf-8", b"ok\n"),
+        Admin::Status => (200, "text/html; charset=utf-8", STATUS_PAGE),
         Admin::State => {
             text = state_json(from.cfg, from.board, from.metrics);
             (200, "application/json", text.as_bytes())
@@ -48,7 +57,7 @@ pub fn answer(admin: Admin, req: &Request, from: Sources, out: &mut Buf) -> bool
         Admin::NotFound => (404, "text/plain; charset=utf-8", b"Not Found: no such failover endpoint\n"),
         Admin::MethodNotAllowed => (405, "text/plain; charset=utf-8", b"Method Not Allowed: use GET\n"),
     };
-    Answer { status, content_type, body, close, head_only: req.is_head, extra }.write(out);
+    Answer { status, content_type, body, close, head_only: req.is_head, extra: &extra }.write(out);
     close
 }
 

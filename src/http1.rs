@@ -105,6 +105,8 @@ pub enum Admin {
     Health,
     State,
     Metrics,
+    /// The status page (`/__failover/` and `/__failover/status`).
+    Status,
     NotFound,
     MethodNotAllowed,
 }
@@ -393,7 +395,8 @@ pub fn parse_request(input: &[u8], fwd: &Forward, out: &mut Writer) -> Result<Op
             ("GET" | "HEAD", "health") => Admin::Health,
             ("GET" | "HEAD", "state") => Admin::State,
             ("GET" | "HEAD", "metrics") => Admin::Metrics,
-            (_, "health" | "state" | "metrics") => Admin::MethodNotAllowed,
+            ("GET" | "HEAD", "" | "status") => Admin::Status,
+            (_, "health" | "state" | "metrics" | "" | "status") => Admin::MethodNotAllowed,
             _ => Admin::NotFound,
         });
         return Ok(Some(request));
