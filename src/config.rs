@@ -18,6 +18,7 @@ use crate::chain::{self, Spec};
 use crate::error::err;
 pub use crate::error::Error;
 use crate::http1::{Limits, MAX_HEADERS};
+use crate::sinks::{self, Notify};
 use crate::tls::ListenerTls;
 use crate::units::{parse_duration, parse_size, show_duration};
 use crate::upstream::Upstream;
@@ -150,6 +151,21 @@ pub struct Flags {
     /// Also serve plain HTTP on this address (with --tls-cert), e.g. 0.0.0.0:80
     #[arg(long, value_name = "ADDRESS")]
     pub listen_http: Option<String>,
+    /// Send failover events to this webhook (Slack, Discord, PagerDuty or JSON); repeatable
+    #[arg(long, value_name = "URL")]
+    pub notify: Vec<String>,
+    /// Body format for --notify: slack, discord, pagerduty or json [default: from the URL's host, else json]
+    #[arg(long, value_name = "FORMAT")]
+    pub notify_format: Option<String>,
+    /// Switches within this time of the first are sent as one message (a flap); 0 sends each at once [default: 10s]
+    #[arg(long, value_name = "DURATION")]
+    pub notify_coalesce: Option<String>,
+    /// File holding the PagerDuty Events API v2 routing key (for a pagerduty --notify)
+    #[arg(long, value_name = "FILE")]
+    pub pagerduty_key_file: Option<String>,
+    /// Name of this proxy in notifications [default: the host name]
+    #[arg(long, value_name = "NAME")]
+    pub instance: Option<String>,
     /// Pin worker i to core i
     #[arg(long)]
     pub pin_cores: bool,
@@ -205,6 +221,14 @@ struct FileConfig {
     tls_cert: Option<String>,
     tls_key: Option<String>,
     listen_http: Option<String>,
+    /// A list of URLs and `{url, format, events, ca}`.
+    notify: Option<Vec<sinks::Item>>,
+    notify_format: Option<String>,
+    notify_coalesce: Option<Scalar>,
+    pagerduty_key_file: Option<String>,
+    /// The routing key itself (prefer the file: it keeps the secret out of the config).
+    pagerduty_key: Option<String>,
+    instance: Option<String>,
     pin_cores: Option<bool>,
     json_logs: Option<bool>,
 }
@@ -281,6 +305,8 @@ pub struct Config {
     pub tls: Option<Arc<ListenerTls>>,
     /// A second, plain-HTTP listener (only with `tls`).
     pub listen_http: Option<SocketAddr>,
+    /// Where failover events are sent.
+    pub notify: Arc<Notify>,
 }
 
 impl Config {
@@ -438,6 +464,15 @@ fn merge(f: Flags, y: FileConfig) -> Result<Config, Error> {
         }
     };
     let upstreams = chain::chain(primary, backups, all_backups)?;
+    let notify = sinks::build(sinks::Settings {
+        flag_urls: f.notify,
+        file_items: y.notify.unwrap_or_default(),
+        format: f.notify_format.or(y.notify_format),
+        instance: f.instance.or(y.instance),
+        coalesce: duration("notify-coalesce", text(f.notify_coalesce, y.notify_coalesce), "10s", ms(0))?,
+        pagerduty_key_file: f.pagerduty_key_file.or(y.pagerduty_key_file),
+        pagerduty_key: y.pagerduty_key,
+    })?;
     let tls = match (f.tls_cert.or(y.tls_cert), f.tls_key.or(y.tls_key)) {
         (Some(cert), Some(key)) => Some(Arc::new(ListenerTls::load(&cert, &key).map_err(|(which, e)| err(which, e))?)),
         (Some(_), None) => return Err(err("tls-key", "is required with --tls-cert")),
@@ -452,6 +487,7 @@ fn merge(f: Flags, y: FileConfig) -> Result<Config, Error> {
     Ok(Config {
         tls,
         listen_http,
+        notify: Arc::new(notify),
         listen: parse_listen(&listen)?,
         upstreams,
         check_interval,

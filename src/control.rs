@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::config::Config;
+use crate::notify::NotifyStats;
 
 #[derive(Default)]
 pub struct Control {
@@ -19,6 +20,8 @@ pub struct Control {
     config: Mutex<Option<Arc<Config>>>,
     config_epoch: AtomicU64,
     wakers: Mutex<Vec<Arc<mio::Waker>>>,
+    /// What the notification thread delivered (for the metrics).
+    pub notifications: Arc<NotifyStats>,
 }
 
 impl Control {

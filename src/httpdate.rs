@@ -32,6 +32,21 @@ impl fmt::Display for HttpDate {
     }
 }
 
+/// Unix milliseconds that display as an RFC 3339 UTC time (`2026-12-01T17:27:21.004Z`), as
+/// JSON webhooks (Alertmanager, PagerDuty, Discord) write times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rfc3339(pub u64);
+
+impl fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = (self.0 / 1000).min(MAX);
+        let (year, month, day) = civil_from_days((secs / 86_400) as i64);
+        let time = secs % 86_400;
+        let (h, m, s) = (time / 3600, time / 60 % 60, time % 60);
+        write!(f, "{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{:03}Z", self.0 % 1000)
+    }
+}
+
 /// Parses an HTTP-date in any of the three formats a recipient must accept: IMF-fixdate,
 /// obsolete RFC 850 (`Sunday, 06-Nov-94 08:49:37 GMT`) and asctime
 /// (`Sun Nov  6 08:49:37 1994`). None for anything else, including dates before 1970 and
@@ -260,5 +275,12 @@ mod tests {
             let (y, m, d) = civil_from_days(days);
             assert_eq!(days_from_civil(y, m, d), days, "{y}-{m}-{d}");
         }
+    }
+
+    #[test]
+    fn rfc3339_times() {
+        assert_eq!(Rfc3339(0).to_string(), "1970-01-01T00:00:00.000Z");
+        assert_eq!(Rfc3339(784_111_777_004).to_string(), "1994-11-06T08:49:37.004Z");
+        assert_eq!(Rfc3339(951_782_400_000).to_string(), "2000-02-29T00:00:00.000Z");
     }
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use crate::config::Config;
 use crate::control::Control;
 use crate::health::{Board, Book};
+use crate::notify::{self, NotifyStats};
 use crate::upstream::{Kind, MAX_UPSTREAMS};
 
 /// Status classes of `failover_requests_total`; `proxy` is an answer the proxy made itself.
@@ -199,7 +200,26 @@ pub fn render(cfg: &Config, board: &Board, control: &Control, blocks: &[WorkerMe
     let _ = writeln!(out, "failover_rescues_total {}", sum(&|b| read(&b.rescues)));
     head(&mut out, "failover_client_connections", "gauge", "Open client connections.");
     let _ = writeln!(out, "failover_client_connections {}", control.connections.load(Ordering::Relaxed));
+    notifications(&mut out, cfg, &control.notifications);
     out
+}
+
+fn notifications(out: &mut String, cfg: &Config, stats: &NotifyStats) {
+    head(out, "failover_notifications_total", "counter", "Notification attempts by sink and result.");
+    for (i, sink) in cfg.notify.sinks.iter().enumerate() {
+        let Some(counts) = stats.sinks.get(i) else { break };
+        for (result, n) in notify::RESULTS.iter().zip(counts) {
+            let _ = writeln!(
+                out,
+                "failover_notifications_total{{sink=\"{i}\",host=\"{}\",format=\"{}\",result=\"{result}\"}} {}",
+                escape(&sink.target.host),
+                sink.format.name(),
+                read(n)
+            );
+        }
+    }
+    head(out, "failover_notifications_dropped_total", "counter", "Events dropped because the queue was full.");
+    let _ = writeln!(out, "failover_notifications_dropped_total {}", read(&stats.dropped));
 }
 
 fn head(out: &mut String, name: &str, kind: &str, help: &str) {

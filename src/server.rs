@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::control::Control;
 use crate::health::Board;
 use crate::metrics::WorkerMetrics;
+use crate::notify::Notifier;
 use crate::resolve::{Addrs, Resolver};
 use crate::upstream::Kind;
 use crate::worker::{Shared, Worker};
@@ -38,12 +39,12 @@ pub fn run(cfg: Config, reload: impl Fn() -> Result<Config, String>) -> io::Resu
     // also makes the proxy stop on SIGTERM when it runs as PID 1 in a container.
     let signals = block_signals();
     let mut cfg = Arc::new(cfg);
-    let shared = Shared {
-        board: Arc::new(Board::new(&cfg)),
-        control: Arc::new(Control::new()),
-        metrics: Arc::new((0..cfg.workers).map(|_| WorkerMetrics::new()).collect()),
-        resolver: Resolver::new(cfg.dns_refresh),
-    };
+    let board = Arc::new(Board::new(&cfg));
+    let control = Arc::new(Control::new());
+    let metrics = Arc::new((0..cfg.workers).map(|_| WorkerMetrics::new()).collect::<Vec<_>>());
+    let notifier = Notifier::start(&cfg, board.route().1, metrics.clone(), control.notifications.clone())?;
+    let shared =
+        Shared { board, control, metrics, resolver: Resolver::new(cfg.dns_refresh), notifier: Arc::new(notifier) };
     shared.resolver.watch(names(&cfg), cfg.dns_refresh);
     shared.resolver.spawn()?;
     let start = Instant::now();
@@ -91,6 +92,9 @@ pub fn run(cfg: Config, reload: impl Fn() -> Result<Config, String>) -> io::Resu
         cfg.fail_threshold,
         cfg.recover_threshold
     );
+    for sink in &cfg.notify.sinks {
+        log::info!("notifications to the {} as instance {:?}", sink.label(), cfg.notify.instance);
+    }
     let mut handles = Vec::with_capacity(workers.len());
     for (id, mut w) in workers.into_iter().enumerate() {
         let pin = cfg.pin_cores;
@@ -135,16 +139,21 @@ pub fn run(cfg: Config, reload: impl Fn() -> Result<Config, String>) -> io::Resu
                 while handles.iter().any(|h| !h.is_finished()) {
                     if Instant::now() >= deadline {
                         log::warn!("--shutdown-timeout reached with requests still in flight; exiting");
+                        shared.notifier.finish(NOTIFY_AT_EXIT);
                         return Ok(());
                     }
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
                 log::info!("all requests finished; exiting");
+                shared.notifier.finish(NOTIFY_AT_EXIT);
                 return Ok(());
             }
         }
     }
 }
+
+/// How long an exiting process waits for notifications still held or being sent.
+const NOTIFY_AT_EXIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The addresses the resolver keeps current.
 fn names(cfg: &Config) -> Vec<Arc<Addrs>> {

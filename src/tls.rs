@@ -62,6 +62,11 @@ impl UpstreamTls {
         Ok(UpstreamTls { config: Arc::new(config), name })
     }
 
+    /// A bare rustls client connection, for blocking use outside the event loops.
+    pub fn client(&self) -> Result<ClientConnection, String> {
+        ClientConnection::new(self.config.clone(), self.name.clone()).map_err(|e| format!("TLS setup failed: {e}"))
+    }
+
     /// A new client session (the shared config keeps resumption state across sessions).
     pub fn session(&self) -> Result<Session, String> {
         let mut conn = ClientConnection::new(self.config.clone(), self.name.clone())

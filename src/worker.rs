@@ -22,6 +22,7 @@ use crate::control::Control;
 use crate::exchange::{Signals, Spare};
 use crate::health::{Board, Change, Observation, Route};
 use crate::metrics::WorkerMetrics;
+use crate::notify::Notifier;
 use crate::probe::{self, Outcome, Probe};
 use crate::resolve::Resolver;
 use crate::timer::Timers;
@@ -49,6 +50,7 @@ pub struct Shared {
     /// One block of counters per worker, by worker id.
     pub metrics: Arc<Vec<WorkerMetrics>>,
     pub resolver: Arc<Resolver>,
+    pub notifier: Arc<Notifier>,
 }
 
 /// The context a client drives with, borrowed field by field so the slabs stay free.
@@ -552,6 +554,7 @@ impl Worker {
     fn report(&mut self, i: usize, obs: Observation) {
         let Some(change) = self.shared.board.report(&self.cfg, self.generation, i, obs) else { return };
         log_change(&self.cfg, &change);
+        self.shared.notifier.push(&self.cfg, &change);
         self.shared.control.wake_all();
     }
 
