@@ -38,6 +38,7 @@ Content-Length: 1024\r\nConnection: keep-alive\r\nCache-Control: max-age=60\r\n\
         client_ip: "127.0.0.1".parse().unwrap(),
         proto: "http",
         host: None,
+        request_id: None,
         max_body: 10 << 20,
         limits: Limits::DEFAULT,
     };

@@ -33,13 +33,22 @@ const STATUS_PAGE: &[u8] = include_bytes!("status.html");
 const STATUS_CSP: &str = "Content-Security-Policy: default-src 'none'; connect-src 'self'; \
     style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:\r\n";
 
+/// The status an endpoint answers with.
+pub fn status(admin: Admin) -> u16 {
+    match admin {
+        Admin::NotFound => 404,
+        Admin::MethodNotAllowed => 405,
+        _ => 200,
+    }
+}
+
 pub fn answer(admin: Admin, req: &Request, from: Sources, out: &mut Buf) -> bool {
     let close = !req.keep_alive;
     let keep_alive = if !close && req.minor == 0 { "Connection: keep-alive\r\n" } else { "" };
     let extra = match admin {
         Admin::MethodNotAllowed => "Allow: GET, HEAD\r\n".to_string(),
         // The page is one file with its CSS and JS inline; it may only call back home.
-        Admin::Status => format!("Cache-Control: no-cache\r\n{STATUS_CSP}{keep_alive}"),
+        Admin::Status => format!("{STATUS_CSP}{keep_alive}"),
         _ => keep_alive.to_string(),
     };
     let text;

@@ -10,12 +10,14 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::access_log::Record;
 use crate::admin;
 use crate::answer::Answer;
 use crate::buffer::{Buf, Writer};
 use crate::client_io::ClientIo;
 use crate::config::Config;
 use crate::exchange::{retry_after, Exchange, Flow};
+use crate::health::unix_ms;
 use crate::http1::{self, Addressing, Forward};
 use crate::metrics::NO_UPSTREAM;
 use crate::timer::Deadline;
@@ -126,10 +128,10 @@ impl Client {
 
     /// Returns every buffer to the pool (the client is being closed).
     pub fn release(&mut self, cx: &mut Ctx) {
-        self.io.release(cx.pool);
         if let Some(ex) = self.ex.take() {
-            ex.end(cx);
+            ex.end(cx, &self.io);
         }
+        self.io.release(cx.pool);
     }
 
     /// Moves the connection as far as it can go without blocking.
@@ -272,17 +274,25 @@ impl Client {
         // `Worker::sync_route`).
         debug_assert!(target < cx.cfg.upstreams.len());
         let addressing = cx.cfg.upstreams.get(target).map_or(Addressing::NONE, Upstream::addressing);
+        // With the access log on, a request without an X-Request-Id gets one.
+        let mut id = [0u8; 20];
+        let id_len = cx.access.as_deref_mut().map_or(0, |log| log.next_id(&mut id));
         let fwd = Forward {
             prefix: addressing.prefix,
             client_ip: self.io.peer.ip(),
             proto: if self.io.sock.tls.is_some() { "https" } else { "http" },
             host: addressing.host,
+            request_id: (id_len > 0).then_some(&id[..id_len]),
             max_body: cx.cfg.max_body,
             limits: cx.cfg.limits,
         };
         let mut head = cx.pool.take();
         let cin = self.io.cin.as_ref().map_or(&[][..], Buf::bytes);
         let parsed = http1::parse_request(cin, &fwd, &mut Writer { buf: &mut head, overflow: false });
+        if let (Some(log), Ok(Some(req))) = (cx.access.as_deref_mut(), &parsed) {
+            log.head.capture(cin, &req.marks, &id[..id_len], req.minor, target);
+            log.head.sent_before = self.io.sent;
+        }
         let req = match parsed {
             Ok(Some(req)) => req,
             Ok(None) | Err(_) => {
@@ -316,7 +326,8 @@ impl Client {
             let out = cx.pool.ensure(&mut self.io.cout);
             let from = admin::Sources { cfg: cx.cfg, board: cx.board, control: cx.control, metrics: cx.all_metrics };
             let close = admin::answer(kind, &req, from, out);
-            cx.metrics.request(NO_UPSTREAM, 200, true, None);
+            cx.metrics.request(NO_UPSTREAM, admin::status(kind), true, None);
+            self.log_answer(cx, admin::status(kind));
             self.phase = Phase::Answer { close };
             return Pass::Moved;
         }
@@ -334,12 +345,16 @@ impl Client {
             let out = cx.pool.ensure(&mut self.io.cout);
             Answer::error(503, &detail, retry_after, req.accepts_json, req.is_head, out);
             cx.metrics.request(NO_UPSTREAM, 503, true, None);
+            self.log_answer(cx, 503);
             self.phase = Phase::Answer { close: true };
             return Pass::Moved;
         }
         log::debug!("client={} request to {}", self.io.peer, cx.cfg.name(target));
         self.io.last_activity = cx.now;
         let ex = self.ex.insert(Exchange::start(req, target, head, cx));
+        if let Some(log) = cx.access.as_deref_mut() {
+            std::mem::swap(&mut ex.log, &mut log.head);
+        }
         self.phase = Phase::Exchange;
         let flow = ex.attempt(&mut self.io, cx, false);
         self.follow(flow, cx)
@@ -383,8 +398,31 @@ impl Client {
 
     fn end_exchange(&mut self, cx: &mut Ctx) {
         if let Some(ex) = self.ex.take() {
-            ex.end(cx);
+            ex.end(cx, &self.io);
         }
+    }
+
+    /// Logs an answer the proxy made without an exchange (the head is in the log's own slot).
+    fn log_answer(&mut self, cx: &mut Ctx, status: u16) {
+        let Some(log) = cx.access.as_deref_mut() else { return };
+        let cfg = cx.cfg;
+        let names = |i: usize| cfg.name(i);
+        let pending = self.io.cout.as_ref().map_or(0, |b| b.len() as u64);
+        let head = std::mem::take(&mut log.head);
+        log.record(&Record {
+            at_ms: unix_ms(),
+            client: self.io.peer.ip(),
+            head: &head,
+            status,
+            bytes: (self.io.sent + pending).saturating_sub(head.sent_before),
+            duration: cx.now.saturating_duration_since(self.head_started),
+            upstream: None,
+            upstream_status: 0,
+            ttfb: None,
+            tries: &[],
+            names: &names,
+        });
+        log.head = head;
     }
 
     fn on_answer(&mut self, cx: &mut Ctx, close: bool) -> Pass {
@@ -454,11 +492,23 @@ impl Client {
 
     /// Queues an error answer; the connection closes after it.
     fn answer_error(&mut self, cx: &mut Ctx, status: u16, detail: &str) {
-        cx.metrics.request(NO_UPSTREAM, status, true, None);
+        match self.ex.as_mut() {
+            // Counted and logged when the exchange ends.
+            Some(ex) => (ex.status, ex.by_proxy) = (status, true),
+            None => cx.metrics.request(NO_UPSTREAM, status, true, None),
+        }
         let out = cx.pool.ensure(&mut self.io.cout);
         Answer::error(status, detail, "", false, false, out);
         if let Some(b) = self.io.cin.as_mut() {
             b.clear();
+        }
+        if self.ex.is_none() {
+            // A request that did not parse: logged without its parts.
+            if let Some(log) = cx.access.as_deref_mut() {
+                log.head.clear(cx.route.active);
+                log.head.sent_before = self.io.sent;
+            }
+            self.log_answer(cx, status);
         }
         self.end_exchange(cx);
         self.phase = Phase::Answer { close: true };

@@ -23,6 +23,8 @@ pub struct ClientIo {
     /// The client closed its sending side.
     pub eof: bool,
     pub last_activity: Instant,
+    /// Bytes written to the client so far (for the access log).
+    pub sent: u64,
 }
 
 /// The socket failed: the connection is over.
@@ -31,7 +33,7 @@ pub struct Broken;
 
 impl ClientIo {
     pub fn new(sock: Conn, peer: SocketAddr, now: Instant) -> ClientIo {
-        ClientIo { sock, ready: Readiness::new(), peer, cin: None, cout: None, eof: false, last_activity: now }
+        ClientIo { sock, ready: Readiness::new(), peer, cin: None, cout: None, eof: false, last_activity: now, sent: 0 }
     }
 
     /// Nothing from the client is waiting to be used.
@@ -89,6 +91,7 @@ impl ClientIo {
         }
         if n > 0 {
             self.last_activity = now;
+            self.sent += n as u64;
         }
         match res {
             SockResult::Error(_) => Err(Broken),

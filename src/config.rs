@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use std::sync::Arc;
 
+use crate::access_log;
 use crate::buffer::BUF_SIZE;
 use crate::chain::{self, Spec};
 use crate::error::err;
@@ -151,6 +152,12 @@ pub struct Flags {
     /// Also serve plain HTTP on this address (with --tls-cert), e.g. 0.0.0.0:80
     #[arg(long, value_name = "ADDRESS")]
     pub listen_http: Option<String>,
+    /// Write one line per request to this file (`-`: standard output); SIGHUP reopens it [default: off]
+    #[arg(long, value_name = "PATH")]
+    pub access_log: Option<String>,
+    /// Access log lines: json or combined [default: json]
+    #[arg(long, value_name = "FORMAT")]
+    pub access_log_format: Option<String>,
     /// Send failover events to this webhook (Slack, Discord, PagerDuty or JSON); repeatable
     #[arg(long, value_name = "URL")]
     pub notify: Vec<String>,
@@ -221,6 +228,8 @@ struct FileConfig {
     tls_cert: Option<String>,
     tls_key: Option<String>,
     listen_http: Option<String>,
+    access_log: Option<String>,
+    access_log_format: Option<String>,
     /// A list of URLs and `{url, format, events, ca}`.
     notify: Option<Vec<sinks::Item>>,
     notify_format: Option<String>,
@@ -307,6 +316,8 @@ pub struct Config {
     pub listen_http: Option<SocketAddr>,
     /// Where failover events are sent.
     pub notify: Arc<Notify>,
+    /// Where each request is logged (None: nowhere).
+    pub access_log: Option<access_log::Target>,
 }
 
 impl Config {
@@ -464,6 +475,21 @@ fn merge(f: Flags, y: FileConfig) -> Result<Config, Error> {
         }
     };
     let upstreams = chain::chain(primary, backups, all_backups)?;
+    let access_log = match (f.access_log.or(y.access_log), f.access_log_format.or(y.access_log_format)) {
+        (None, Some(_)) => return Err(err("access-log-format", "only applies with --access-log")),
+        (None, None) => None,
+        (Some(path), style) => {
+            let style = match style.as_deref() {
+                None => access_log::Style::Json,
+                Some(v) => access_log::Style::parse(v)
+                    .ok_or_else(|| err("access-log-format", format!("{v:?} must be json or combined")))?,
+            };
+            let target = access_log::Target { path, style };
+            access_log::AccessLog::open(&target)
+                .map_err(|e| err("access-log", format!("cannot open {}: {e}", target.path)))?;
+            Some(target)
+        }
+    };
     let notify = sinks::build(sinks::Settings {
         flag_urls: f.notify,
         file_items: y.notify.unwrap_or_default(),
@@ -488,6 +514,7 @@ fn merge(f: Flags, y: FileConfig) -> Result<Config, Error> {
         tls,
         listen_http,
         notify: Arc::new(notify),
+        access_log,
         listen: parse_listen(&listen)?,
         upstreams,
         check_interval,

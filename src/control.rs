@@ -20,6 +20,8 @@ pub struct Control {
     config: Mutex<Option<Arc<Config>>>,
     config_epoch: AtomicU64,
     wakers: Mutex<Vec<Arc<mio::Waker>>>,
+    /// Bumped by SIGHUP: workers reopen their access log (after logrotate moved it).
+    log_epoch: AtomicU64,
     /// What the notification thread delivered (for the metrics).
     pub notifications: Arc<NotifyStats>,
 }
@@ -54,6 +56,16 @@ impl Control {
         }
         let cfg = self.config.lock().unwrap_or_else(|p| p.into_inner()).clone()?;
         Some((epoch, cfg))
+    }
+
+    /// Asks every worker to reopen its access log.
+    pub fn reopen_logs(&self) {
+        self.log_epoch.fetch_add(1, Ordering::AcqRel);
+        self.wake_all();
+    }
+
+    pub fn log_epoch(&self) -> u64 {
+        self.log_epoch.load(Ordering::Acquire)
     }
 
     /// Asks every worker to stop accepting and drain.

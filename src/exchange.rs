@@ -10,13 +10,14 @@
 
 use std::time::{Duration, Instant};
 
+use crate::access_log::{AccessLog, Head, Record, Try};
 use crate::answer::Answer;
 use crate::buffer::{Buf, Pool, Writer};
 use crate::client_io::ClientIo;
 use crate::config::Config;
 use crate::control::Control;
 use crate::framing::Body;
-use crate::health::{Board, Route};
+use crate::health::{unix_ms, Board, Route};
 use crate::http1::{self, Addressing, Request, Response};
 use crate::metrics::{RetryReason, WorkerMetrics};
 use crate::retry::{self, Attempt, Decision, Failure, Replay};
@@ -49,6 +50,8 @@ pub struct Ctx<'a> {
     pub now: Instant,
     /// Failures seen on live traffic, for the worker to act on after the drive.
     pub signals: &'a mut Signals,
+    /// This worker's access log, when there is one.
+    pub access: Option<&'a mut AccessLog>,
 }
 
 /// Ended exchanges, boxed: a box moves between a client and this list as a pointer, and
@@ -144,6 +147,12 @@ pub struct Exchange {
     pub(crate) started: Instant,
     pub(crate) status: u16,
     pub(crate) by_proxy: bool,
+    /// For the access log (with it on): the request's head, the attempts that failed, when
+    /// the current attempt started and how long the response head took.
+    pub(crate) log: Head,
+    pub(crate) tries: Vec<Try>,
+    pub(crate) attempt_started: Instant,
+    pub(crate) ttfb: Option<Duration>,
 }
 
 impl Exchange {
@@ -174,6 +183,10 @@ impl Exchange {
             started: now,
             status: 0,
             by_proxy: false,
+            log: Head::default(),
+            tries: Vec::new(),
+            attempt_started: now,
+            ttfb: None,
         }
     }
 
@@ -183,7 +196,10 @@ impl Exchange {
         match cx.spare.pop() {
             Some(mut ex) => {
                 let vec = std::mem::take(&mut ex.replay).into_spare(cx.pool);
+                let (log, mut tries) = (std::mem::take(&mut ex.log), std::mem::take(&mut ex.tries));
+                tries.clear();
                 *ex = Exchange::new(req, target, head, cx.cfg.max_body, vec, cx.now);
+                (ex.log, ex.tries) = (log, tries);
                 ex
             }
             None => Box::new(Exchange::new(req, target, head, cx.cfg.max_body, Vec::new(), cx.now)),
@@ -192,10 +208,30 @@ impl Exchange {
 
     /// Counts the response (if one went out), returns the buffers to the pool and the
     /// exchange to the spares.
-    pub fn end(mut self: Box<Self>, cx: &mut Ctx) {
+    pub fn end(mut self: Box<Self>, cx: &mut Ctx, io: &ClientIo) {
+        let took = cx.now.saturating_duration_since(self.started);
         if self.status != 0 {
-            let took = cx.now.saturating_duration_since(self.started);
             cx.metrics.request(self.target, self.status, self.by_proxy, Some(took));
+        }
+        if let Some(log) = cx.access.as_deref_mut() {
+            let cfg = cx.cfg;
+            let names = |i: usize| cfg.name(i);
+            let pending = io.cout.as_ref().map_or(0, |b| b.len() as u64);
+            // 499: the client went away before its response (nginx's word for it).
+            let status = if self.status == 0 { 499 } else { self.status };
+            log.record(&Record {
+                at_ms: unix_ms(),
+                client: io.peer.ip(),
+                head: &self.log,
+                status,
+                bytes: (io.sent + pending).saturating_sub(self.log.sent_before),
+                duration: took,
+                upstream: (!self.by_proxy && self.status != 0).then(|| cfg.name(self.target)),
+                upstream_status: if self.by_proxy { 0 } else { self.status },
+                ttfb: self.ttfb,
+                tries: &self.tries,
+                names: &names,
+            });
         }
         for slot in [&mut self.up_head, &mut self.uin] {
             if let Some(b) = slot.take() {
@@ -313,6 +349,7 @@ impl Exchange {
         };
         let cfg = cx.cfg;
         let name = cfg.name(t);
+        self.note_try(cx, 0, fail.reason().name());
         match retry::decide(&fail, attempt, cx.route) {
             Decision::Fresh => {
                 log::debug!("client={} pooled connection to {name} was closed; retrying on a new one", io.peer);
@@ -331,6 +368,15 @@ impl Exchange {
                 self.answer(io, cx, status, &detail, skip.map_or("", |s| s.header()), true);
                 Flow::Answered
             }
+        }
+    }
+
+    /// Notes, for the access log, that the attempt on the target failed (with the status it
+    /// answered, or else why).
+    pub(crate) fn note_try(&mut self, cx: &Ctx, status: u16, error: &'static str) {
+        if cx.access.is_some() {
+            let ms = cx.now.saturating_duration_since(self.attempt_started).as_millis() as u32;
+            self.tries.push(Try { upstream: self.target as u8, status, error, ms });
         }
     }
 
@@ -357,6 +403,7 @@ impl Exchange {
         }
         self.up_sent = 0;
         self.body_sent = 0;
+        self.attempt_started = cx.now;
         self.replay.rewind();
         self.up_eof = false;
         self.up_shut = false;

@@ -261,6 +261,11 @@ impl Book {
             }
             Some(b) => b,
         };
+        // Coming back from everything down is a move of traffic too, even to the same one.
+        if next == self.active && from.all_down() && best.is_some() {
+            self.since_unix = unix_now();
+            self.active_since = Instant::now();
+        }
         if next != self.active {
             if !flipped {
                 reason =

@@ -97,6 +97,27 @@ pub struct Request {
     pub accepts_json: bool,
     /// Addressed to the proxy itself (`/__failover/...`): not forwarded.
     pub admin: Option<Admin>,
+    /// Where the access log's parts are in the input.
+    pub marks: Marks,
+}
+
+/// Byte ranges of the head, `(start, end)` in the parsed input; `(0, 0)` when absent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Marks {
+    pub method: (u16, u16),
+    pub target: (u16, u16),
+    pub request_id: (u16, u16),
+    pub referer: (u16, u16),
+    pub user_agent: (u16, u16),
+}
+
+/// The range `part` (a slice of `input`) covers in `input`.
+fn span(input: &[u8], part: &[u8]) -> (u16, u16) {
+    let start = (part.as_ptr() as usize).wrapping_sub(input.as_ptr() as usize);
+    if start > input.len() || part.len() > input.len() - start {
+        return (0, 0);
+    }
+    (start as u16, (start + part.len()) as u16)
 }
 
 /// Requests the proxy answers itself.
@@ -120,6 +141,8 @@ pub struct Forward<'a> {
     pub proto: &'a str,
     /// Host value to send instead of the client's (the client's goes to X-Forwarded-Host).
     pub host: Option<&'a str>,
+    /// Sent as `X-Request-Id` when the request has none (with the access log on).
+    pub request_id: Option<&'a [u8]>,
     pub max_body: u64,
     pub limits: Limits,
 }
@@ -141,6 +164,10 @@ enum Name {
     XForwardedHost,
     IdempotencyKey,
     Accept,
+    /// Read for the access log, copied like any other.
+    RequestId,
+    Referer,
+    UserAgent,
     /// Keep-Alive, Proxy-Connection, Proxy-Authorization: always dropped.
     HopByHop,
 }
@@ -154,6 +181,9 @@ fn classify(name: &str) -> Name {
         6 if is("accept") => Name::Accept,
         15 if is("idempotency-key") => Name::IdempotencyKey,
         7 if is("upgrade") => Name::Upgrade,
+        7 if is("referer") => Name::Referer,
+        10 if is("user-agent") => Name::UserAgent,
+        12 if is("x-request-id") => Name::RequestId,
         10 if is("connection") => Name::Connection,
         10 if is("keep-alive") => Name::HopByHop,
         14 if is("content-length") => Name::ContentLength,
@@ -209,6 +239,12 @@ fn parse_content_length(v: &[u8]) -> Option<u64> {
     std::str::from_utf8(v).ok()?.parse().ok()
 }
 
+/// An `X-Request-Id` the log and the upstream can carry as is: 1 to 200 visible ASCII
+/// characters. Another is replaced by a generated one (and forwarded as it came).
+fn valid_request_id(v: &[u8]) -> bool {
+    (1..=200).contains(&v.len()) && v.iter().all(|&b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+}
+
 fn valid_host(v: &[u8]) -> bool {
     v.iter().all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:[]%".contains(&b))
 }
@@ -258,10 +294,25 @@ pub fn parse_request(input: &[u8], fwd: &Forward, out: &mut Writer) -> Result<Op
     let mut conn_names = false;
     let (mut idempotency_key, mut accepts_json) = (false, false);
     let mut kinds = [Name::Other; MAX_HEADERS];
+    let mut marks =
+        Marks { method: span(input, method.as_bytes()), target: span(input, path.as_bytes()), ..Marks::default() };
     for (h, kind) in headers.iter().zip(kinds.iter_mut()) {
         *kind = classify(h.name);
         let v = h.value;
         match *kind {
+            Name::RequestId if marks.request_id == (0, 0) && valid_request_id(trim(v)) => {
+                marks.request_id = span(input, trim(v));
+                continue;
+            }
+            Name::Referer => {
+                marks.referer = span(input, trim(v));
+                continue;
+            }
+            Name::UserAgent => {
+                marks.user_agent = span(input, trim(v));
+                continue;
+            }
+            Name::RequestId => continue,
             Name::Other
             | Name::HopByHop
             | Name::Te
@@ -388,6 +439,7 @@ pub fn parse_request(input: &[u8], fwd: &Forward, out: &mut Writer) -> Result<Op
         replay_ok: idempotency_key || matches!(method, "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"),
         accepts_json,
         admin: None,
+        marks,
     };
     if let Some(admin_path) = target.strip_prefix("/__failover/") {
         let admin_path = admin_path.split('?').next().unwrap_or("");
@@ -425,7 +477,10 @@ pub fn parse_request(input: &[u8], fwd: &Forward, out: &mut Writer) -> Result<Op
             | Name::XForwardedHost
             | Name::Expect
             | Name::IdempotencyKey
-            | Name::Accept => !conn_names || !named_by_connection(headers, h.name),
+            | Name::Accept
+            | Name::RequestId
+            | Name::Referer
+            | Name::UserAgent => !conn_names || !named_by_connection(headers, h.name),
             Name::Host | Name::ContentLength | Name::TransferEncoding => true,
         };
         if !keep {
@@ -461,6 +516,11 @@ pub fn parse_request(input: &[u8], fwd: &Forward, out: &mut Writer) -> Result<Op
     out.put(b"X-Forwarded-Proto: ");
     out.put(fwd.proto.as_bytes());
     out.put(b"\r\n");
+    if let (Some(id), (0, 0)) = (fwd.request_id, request.marks.request_id) {
+        out.put(b"X-Request-Id: ");
+        out.put(id);
+        out.put(b"\r\n");
+    }
     if upgrade {
         for (h, _) in headers.iter().zip(kinds).filter(|(_, k)| **k == Name::Upgrade) {
             out.put(b"Upgrade: ");

@@ -10,6 +10,7 @@ fn fwd() -> Forward<'static> {
         client_ip: "10.1.2.3".parse().unwrap(),
         proto: "http",
         host: None,
+        request_id: None,
         max_body: 1000,
         limits: Limits { head: 16 * 1024, headers: 100, line: 1024 },
     }
@@ -215,6 +216,7 @@ fn get11() -> Request {
         replay_ok: true,
         accepts_json: false,
         admin: None,
+        marks: Default::default(),
     }
 }
 
@@ -933,4 +935,26 @@ fn bare_line_end_scan_at_every_offset() {
             }
         }
     }
+}
+
+#[test]
+fn request_id_is_kept_or_added_and_the_log_parts_are_marked() {
+    let input =
+        b"GET /a?b=1 HTTP/1.1\r\nHost: h\r\nUser-Agent: curl/8\r\nReferer: http://r/\r\nX-Request-Id: abc-1\r\n\r\n";
+    let f = Forward { request_id: Some(b"generated"), ..fwd() };
+    let (req, out) = request(input, &f);
+    let req = req.unwrap().unwrap();
+    let part = |(a, b): (u16, u16)| &input[a as usize..b as usize];
+    assert_eq!(part(req.marks.method), b"GET");
+    assert_eq!(part(req.marks.target), b"/a?b=1");
+    assert_eq!(part(req.marks.user_agent), b"curl/8");
+    assert_eq!(part(req.marks.referer), b"http://r/");
+    assert_eq!(part(req.marks.request_id), b"abc-1");
+    assert!(out.contains("X-Request-Id: abc-1\r\n") && !out.contains("generated"), "{out}");
+
+    let (req, out) = request(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", &f);
+    assert_eq!(req.unwrap().unwrap().marks.request_id, (0, 0));
+    assert!(out.ends_with("X-Request-Id: generated\r\n\r\n"), "{out}");
+    let (_, out) = request(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", &fwd());
+    assert!(!out.contains("X-Request-Id"), "added only with the access log on");
 }

@@ -47,6 +47,21 @@ impl fmt::Display for Rfc3339 {
     }
 }
 
+/// Unix seconds as the common log format writes them, in UTC: `10/Oct/2000:13:55:36 +0000`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Clf(pub u64);
+
+impl fmt::Display for Clf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.0.min(MAX);
+        let (year, month, day) = civil_from_days((secs / 86_400) as i64);
+        let time = secs % 86_400;
+        let month = MONTHS[month as usize - 1];
+        let (h, m, s) = (time / 3600, time / 60 % 60, time % 60);
+        write!(f, "{day:02}/{month}/{year:04}:{h:02}:{m:02}:{s:02} +0000")
+    }
+}
+
 /// Parses an HTTP-date in any of the three formats a recipient must accept: IMF-fixdate,
 /// obsolete RFC 850 (`Sunday, 06-Nov-94 08:49:37 GMT`) and asctime
 /// (`Sun Nov  6 08:49:37 1994`). None for anything else, including dates before 1970 and
@@ -282,5 +297,6 @@ mod tests {
         assert_eq!(Rfc3339(0).to_string(), "1970-01-01T00:00:00.000Z");
         assert_eq!(Rfc3339(784_111_777_004).to_string(), "1994-11-06T08:49:37.004Z");
         assert_eq!(Rfc3339(951_782_400_000).to_string(), "2000-02-29T00:00:00.000Z");
+        assert_eq!(Clf(971_186_136).to_string(), "10/Oct/2000:13:55:36 +0000");
     }
 }

@@ -7,6 +7,7 @@
 //! the client. [`retry`] decides re-sends, [`health`] counts checks and routes, and
 //! [`worker`] runs one event loop per core.
 
+mod access_log;
 mod admin;
 mod answer;
 pub mod buffer;

@@ -39,6 +39,12 @@ pub enum RetryReason {
     StaleConnection,
 }
 
+impl RetryReason {
+    pub fn name(self) -> &'static str {
+        REASONS[self as usize]
+    }
+}
+
 const REASONS: [&str; 9] = [
     "refused",
     "connect",

@@ -194,6 +194,7 @@ impl Exchange {
                                 resp.status
                             );
                             cx.metrics.retry(RetryReason::Status);
+                            self.note_try(cx, resp.status, "status");
                             return Err(self.resend(io, cx, to, false));
                         }
                         Decision::GiveUp(Some(skip)) => skip.header().as_bytes(),
@@ -219,6 +220,7 @@ impl Exchange {
                     }
                     self.resp = Some(resp);
                     self.status = resp.status;
+                    self.ttfb = Some(cx.now.saturating_duration_since(self.started));
                     self.resp_body = Body::start(resp.framing, u64::MAX);
                     // Nothing is re-sent once a response head is relayed.
                     self.replay.release(cx.pool);
@@ -393,6 +395,7 @@ impl Exchange {
         self.file = served.body;
         self.file_keep_alive = keep_alive;
         self.status = served.status;
+        self.ttfb = Some(cx.now.saturating_duration_since(self.started));
         Flow::DropUpstream
     }
 

@@ -111,22 +111,26 @@ pub fn run(cfg: Config, reload: impl Fn() -> Result<Config, String>) -> io::Resu
     }
     loop {
         match wait_signal(&signals) {
-            libc::SIGHUP => match reload() {
-                Ok(mut new) => {
-                    keep_fixed_settings(&cfg, &mut new);
-                    cfg = Arc::new(new);
-                    // The board counts for the new chain before any worker can report on it.
-                    shared.board.reconfigure(&cfg, shared.control.next_generation());
-                    shared.resolver.watch(names(&cfg), cfg.dns_refresh);
-                    shared.control.publish_config(cfg.clone());
-                    let chain = describe_chain(&cfg);
-                    log::info!(event = "reload", signal = "SIGHUP"; "SIGHUP: configuration reloaded ({chain}); new requests use it");
+            libc::SIGHUP => {
+                // Logs are reopened even when the new configuration is refused (logrotate).
+                shared.control.reopen_logs();
+                match reload() {
+                    Ok(mut new) => {
+                        keep_fixed_settings(&cfg, &mut new);
+                        cfg = Arc::new(new);
+                        // The board counts for the new chain before any worker can report on it.
+                        shared.board.reconfigure(&cfg, shared.control.next_generation());
+                        shared.resolver.watch(names(&cfg), cfg.dns_refresh);
+                        shared.control.publish_config(cfg.clone());
+                        let chain = describe_chain(&cfg);
+                        log::info!(event = "reload", signal = "SIGHUP"; "SIGHUP: configuration reloaded ({chain}); new requests use it");
+                    }
+                    Err(e) => {
+                        let reason = e.as_str();
+                        log::error!(event = "reload_failed", signal = "SIGHUP", reason; "SIGHUP: configuration not reloaded, keeping the old one: {e}")
+                    }
                 }
-                Err(e) => {
-                    let reason = e.as_str();
-                    log::error!(event = "reload_failed", signal = "SIGHUP", reason; "SIGHUP: configuration not reloaded, keeping the old one: {e}")
-                }
-            },
+            }
             sig => {
                 let signal = signal_name(sig);
                 log::info!(

@@ -15,6 +15,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
+use crate::access_log::AccessLog;
 use crate::buffer::Pool;
 use crate::client::{Client, Ctx, Step};
 use crate::config::Config;
@@ -68,6 +69,7 @@ macro_rules! ctx {
             route: $w.route,
             now: $w.now,
             signals: &mut $w.signals,
+            access: $w.access.as_mut(),
         }
     };
 }
@@ -104,6 +106,9 @@ pub struct Worker {
     fast_armed: bool,
     /// Stopping: no more accepts; the loop ends when the last client is gone.
     draining: bool,
+    /// The access log, flushed once per loop turn, and the reopen request it last followed.
+    access: Option<AccessLog>,
+    log_epoch: u64,
 }
 
 impl Worker {
@@ -152,7 +157,11 @@ impl Worker {
             signals: Signals::default(),
             fast_armed: false,
             draining: false,
+            access: None,
+            log_epoch: 0,
         };
+        w.log_epoch = w.shared.control.log_epoch();
+        w.sync_access_log(false);
         w.next_tick = start + w.cfg.check_interval * id as u32;
         w.timers.arm(w.next_tick, token::make(Kind::Tick, 0, 0));
         w.timers.arm(w.now + TRIM_EVERY, token::make(Kind::Tick, TRIM_TICK, 0));
@@ -217,6 +226,9 @@ impl Worker {
             if self.signals.suspect != 0 {
                 self.confirm_signals();
             }
+            if let Some(log) = self.access.as_mut() {
+                log.flush();
+            }
             if self.draining && self.clients.is_empty() {
                 log::debug!("worker={} drained", self.id);
                 return Ok(());
@@ -231,10 +243,36 @@ impl Worker {
             self.generation = generation;
             self.apply_config(cfg);
         }
+        let log_epoch = self.shared.control.log_epoch();
+        if log_epoch != self.log_epoch {
+            self.log_epoch = log_epoch;
+            self.sync_access_log(true);
+        }
         if self.shared.control.stopping() && !self.draining {
             self.begin_drain();
         }
         self.sync_route();
+    }
+
+    /// Opens, closes or (`reopen`: after SIGHUP, for logrotate) reopens the access log the
+    /// configuration names.
+    fn sync_access_log(&mut self, reopen: bool) {
+        match (self.access.as_mut(), &self.cfg.access_log) {
+            (Some(log), Some(target)) if reopen || log.target() != target => log.reopen(target),
+            (Some(_), Some(_)) => {}
+            (Some(log), None) => {
+                log.flush();
+                self.access = None;
+            }
+            (None, Some(target)) => match AccessLog::open(target) {
+                Ok(mut log) => {
+                    log.ids_for(self.id);
+                    self.access = Some(log);
+                }
+                Err(e) => log::error!("access log {}: cannot open: {e}", target.path),
+            },
+            (None, None) => {}
+        }
     }
 
     fn accept(&mut self, which: usize) {
@@ -302,6 +340,7 @@ impl Worker {
         }
         self.probe_requests = probe::requests(&cfg);
         self.cfg = cfg;
+        self.sync_access_log(false);
     }
 
     /// Stops accepting (a new process may take the port over with SO_REUSEPORT), closes

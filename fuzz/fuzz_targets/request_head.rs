@@ -14,6 +14,7 @@ fuzz_target!(|data: &[u8]| {
         client_ip: "127.0.0.1".parse().unwrap(),
         proto: "http",
         host: None,
+        request_id: None,
         max_body: 1 << 20,
         limits: Limits::DEFAULT,
     };

@@ -165,19 +165,22 @@ class Chromium:
         # Chromium reads commands on fd 3 and writes answers on fd 4: bash moves our
         # pipe ends there (and closes the originals) before it becomes Chromium. Our ends
         # are parked above 10 first, so that moving one cannot overwrite the other.
-        child_r, to_chrome_w = os.pipe()
-        from_chrome_r, child_w = os.pipe()
-        for fd in (child_r, child_w):
+        def parked(fd):
             high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
             os.close(fd)
-            child_r, child_w = (high, child_w) if fd == child_r else (child_r, high)
+            return high
+
+        r, to_chrome_w = os.pipe()
+        from_chrome_r, w = os.pipe()
+        child_r, child_w = parked(r), parked(w)
         args = ["bash", "-c", 'exec 3<&"$1" 4>&"$2"; eval "exec $1<&- $2>&-"; shift 2; exec "$@"',
                 "bash", str(child_r), str(child_w), binary,
                 "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--remote-debugging-pipe", f"--user-data-dir={tmp / 'chromium-profile'}",
                 "--no-first-run", "--no-default-browser-check", "--disable-extensions",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-default-apps", "--disable-crash-reporter", "--disable-breakpad", "--mute-audio", "--hide-scrollbars", "--force-color-profile=srgb",
+                "--disable-default-apps", "--disable-crash-reporter", "--disable-breakpad", "--mute-audio",
+                "--hide-scrollbars", "--force-color-profile=srgb",
                 f"--window-size={DESKTOP[0]},{DESKTOP[1]}"]
         args += shlex.split(os.environ.get("CHROMIUM_EXTRA_ARGS", ""))
         args.append("about:blank")
@@ -244,7 +247,7 @@ class Chromium:
         target = self.send("Target.createTarget", {"url": "about:blank"}, session=False)["targetId"]
         self.session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True},
                                  session=False)["sessionId"]
-        for domain in ("Page", "Runtime", "Log"):
+        for domain in ("Page", "Runtime", "Log", "Inspector"):
             self.send(f"{domain}.enable")
         self.send("Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": "light"}]})
         self.viewport(*DESKTOP)
@@ -292,13 +295,10 @@ class Chromium:
                 self.proc.wait(5)
             except (Failure, subprocess.TimeoutExpired):
                 pass
-        if self.proc.poll() is None:
+        try:  # it, if it did not close, and any helper left behind in its group
             os.killpg(self.proc.pid, signal.SIGKILL)
-        else:
-            try:  # helpers left behind in its group, if any
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        except ProcessLookupError:
+            pass
         self.procs.stop(self.proc, signal.SIGKILL)
         for fd in (self.wfd, self.rfd):
             try:
@@ -481,6 +481,7 @@ def run(args, procs, tmp):
         t.snapshot()
         chrome.screenshot(ROOT / "target/status-page.png", DESKTOP[0])
         if args.docs:
+            (ROOT / "docs").mkdir(exist_ok=True)
             shutil.copyfile(ROOT / "target/status-page.png", ROOT / "docs/status.png")
             log("copied it to docs/status.png")
 

@@ -1,6 +1,7 @@
 //! Every integration test in one binary: one build and one link instead of one per file.
 //! Each module is one behaviour, as the files were before; `common` is the shared harness.
 
+mod access_log;
 mod admin;
 mod chain;
 mod common;
