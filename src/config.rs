@@ -231,7 +231,7 @@ struct FileConfig {
     access_log: Option<String>,
     access_log_format: Option<String>,
     /// A list of URLs and `{url, format, events, ca}`.
-    notify: Option<Vec<sinks::Item>>,
+    notify: Option<Vec<serde_yaml::Value>>,
     notify_format: Option<String>,
     notify_coalesce: Option<Scalar>,
     pagerduty_key_file: Option<String>,

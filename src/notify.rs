@@ -29,6 +29,8 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 const GIVE_UP_AFTER: Duration = Duration::from_secs(15 * 60);
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// At exit, how long held messages may take in all (the process waits a little longer).
+const EXIT_BUDGET: Duration = Duration::from_millis(4500);
 /// A sustained flap widens the window up to this, so it stays one message per window.
 const COALESCE_MAX: Duration = Duration::from_secs(300);
 
@@ -200,6 +202,7 @@ impl Tracker {
             switches: 1,
             path: String::new(),
             window_ms: 0,
+            flap_kinds: 0,
         };
         if kind == EventKind::BackupUnhealthy {
             e.from = s.upstream_name.clone();
@@ -245,6 +248,7 @@ pub fn coalesce(batch: Vec<Event>, window: Duration) -> Vec<Event> {
             }
             let mut e = last.clone();
             e.kind = EventKind::Flapping;
+            e.flap_kinds = switches.iter().fold(0, |m, s| m | s.kind.bit());
             e.from.clone_from(&first.from);
             e.from_url.clone_from(&first.from_url);
             e.switches = n as u32;
@@ -324,7 +328,11 @@ impl Sender {
             if self.batch_until.is_some_and(|at| at <= Instant::now()) {
                 self.flush_batch();
             }
-            self.deliver_due(open);
+            if open {
+                self.deliver_due();
+            } else {
+                self.deliver_at_exit();
+            }
         }
     }
 
@@ -356,7 +364,7 @@ impl Sender {
         let notify = self.notify.clone();
         let cx = Context { instance: &notify.instance, routing_key: &notify.pagerduty_key };
         let now = Instant::now();
-        for (i, sink) in notify.sinks.iter().enumerate().filter(|(_, s)| s.wants(e.kind)) {
+        for (i, sink) in notify.sinks.iter().enumerate().filter(|(_, s)| s.wants(e)) {
             let Some(body) = notify_text::body(sink.format, e, &cx) else { continue };
             self.queue.push_back(Delivery {
                 sink: i,
@@ -370,14 +378,53 @@ impl Sender {
         }
     }
 
-    /// Makes every attempt that is due, oldest first and in order per sink. `retry` false:
-    /// the process is exiting, each message gets this one attempt.
-    fn deliver_due(&mut self, retry: bool) {
+    /// The process is exiting: every held message gets one attempt, the sinks side by side
+    /// (a slow one must not cost the others theirs), all within [`EXIT_BUDGET`].
+    fn deliver_at_exit(&mut self) {
+        let deadline = Instant::now() + EXIT_BUDGET;
+        let queue = std::mem::take(&mut self.queue);
+        let mut urls: Vec<&str> = Vec::new();
+        for d in &queue {
+            if !urls.contains(&d.target.url.as_str()) {
+                urls.push(&d.target.url);
+            }
+        }
+        let stats = &self.stats;
+        std::thread::scope(|scope| {
+            for url in urls {
+                let queue = &queue;
+                scope.spawn(move || {
+                    for d in queue.iter().filter(|d| d.target.url == url) {
+                        let (label, kind) = (d.target.label(), d.kind.name());
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        let outcome = if left.is_zero() {
+                            Outcome::Failed("no time left".into())
+                        } else {
+                            d.target.target.post(&d.body, left.min(ATTEMPT_TIMEOUT))
+                        };
+                        match outcome {
+                            Outcome::Sent(status) => {
+                                stats.count(d.sink, 0);
+                                log::info!(event = "notified", sink = label.as_str(), kind; "notification {kind} sent to {label} (HTTP {status})");
+                            }
+                            Outcome::Retry(why, _) | Outcome::Failed(why) => {
+                                stats.count(d.sink, 2);
+                                log::error!(event = "notify_failed", sink = label.as_str(), kind, reason = why.as_str(); "notification {kind} to {label} not sent before exit ({why})");
+                            }
+                        }
+                    }
+                });
+            }
+        });
+    }
+
+    /// Makes every attempt that is due, oldest first and in order per sink.
+    fn deliver_due(&mut self) {
         let mut busy: Vec<String> = Vec::new();
         let mut i = 0;
         while i < self.queue.len() {
             let d = &self.queue[i];
-            if busy.contains(&d.target.url) || (retry && d.next > Instant::now()) {
+            if busy.contains(&d.target.url) || d.next > Instant::now() {
                 busy.push(d.target.url.clone());
                 i += 1;
                 continue;
@@ -392,9 +439,10 @@ impl Sender {
                     log::info!(event = "notified", sink = url.as_str(), kind; "notification {kind} sent to {url} (HTTP {status})");
                     self.queue.remove(i);
                 }
-                Outcome::Retry(why, after) if retry && d.first.elapsed() < GIVE_UP_AFTER => {
+                Outcome::Retry(why, after) if d.first.elapsed() < GIVE_UP_AFTER => {
                     self.stats.count(sink, 1);
-                    let wait = after.unwrap_or_else(|| backoff(d.attempts, &mut self.rng)).min(GIVE_UP_AFTER);
+                    // A receiver's `Retry-After: 0` still waits the shortest backoff.
+                    let wait = after.map_or_else(|| backoff(d.attempts, &mut self.rng), |a| a.max(BACKOFF_MIN));
                     d.next = Instant::now() + wait;
                     log::warn!(event = "notify_retry", sink = url.as_str(), kind, reason = why.as_str(); "notification {kind} to {url} failed ({why}); trying again in {wait:?}");
                     busy.push(d.target.url.clone());

@@ -132,6 +132,9 @@ pub struct Event {
     pub switches: u32,
     pub path: String,
     pub window_ms: u64,
+    /// `flapping`: the kinds of the switches it stands for (a sink that wants any of them
+    /// gets it).
+    pub flap_kinds: u32,
 }
 
 impl Event {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::error::{err, Error};
-use crate::notify_text::{EventKind, Format, EVENT_KINDS};
+use crate::notify_text::{Event, EventKind, Format, EVENT_KINDS};
 use crate::webhook::Target;
 
 /// Most sinks a process sends to (their counters are fixed slots).
@@ -23,8 +23,9 @@ pub struct Sink {
 }
 
 impl Sink {
-    pub fn wants(&self, kind: EventKind) -> bool {
-        self.events & kind.bit() != 0
+    /// Whether this sink subscribed to the event (a flap counts as the switches it is made of).
+    pub fn wants(&self, e: &Event) -> bool {
+        self.events & (e.kind.bit() | e.flap_kinds) != 0
     }
 
     /// How logs name it: format and host, never the path (a webhook's path is its secret).
@@ -45,17 +46,10 @@ pub struct Notify {
     pub pagerduty_key: String,
 }
 
-/// A YAML `notify:` item.
-#[derive(Deserialize, Debug)]
-#[serde(untagged)]
-pub enum Item {
-    Url(String),
-    Full(FullItem),
-}
-
+/// A YAML `notify:` item written as a mapping.
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
-pub struct FullItem {
+struct FullItem {
     url: String,
     format: Option<String>,
     events: Option<Vec<String>>,
@@ -66,7 +60,8 @@ pub struct FullItem {
 /// What flags and YAML say, merged (flags win).
 pub struct Settings {
     pub flag_urls: Vec<String>,
-    pub file_items: Vec<Item>,
+    /// YAML `notify:` items: URLs or `{url, format, events, ca}`.
+    pub file_items: Vec<serde_yaml::Value>,
     pub format: Option<String>,
     pub instance: Option<String>,
     pub coalesce: Duration,
@@ -85,13 +80,16 @@ pub fn build(s: Settings) -> Result<Notify, Error> {
     let items: Vec<FullItem> = if !s.flag_urls.is_empty() {
         s.flag_urls.into_iter().map(|url| FullItem { url, format: None, events: None, ca: None }).collect()
     } else {
-        s.file_items
-            .into_iter()
-            .map(|i| match i {
-                Item::Url(url) => FullItem { url, format: None, events: None, ca: None },
-                Item::Full(f) => f,
-            })
-            .collect()
+        let mut items = Vec::with_capacity(s.file_items.len());
+        for (i, v) in s.file_items.into_iter().enumerate() {
+            items.push(match v {
+                serde_yaml::Value::String(url) => FullItem { url, format: None, events: None, ca: None },
+                v @ serde_yaml::Value::Mapping(_) => serde_yaml::from_value(v)
+                    .map_err(|e| err("notify", format!("item {}: {}", i + 1, e.to_string().replace('\n', " "))))?,
+                _ => return Err(err("notify", format!("item {} must be a URL or {{url, format, events, ca}}", i + 1))),
+            });
+        }
+        items
     };
     if items.len() > MAX_SINKS {
         return Err(err("notify", format!("{} sinks; at most {MAX_SINKS}", items.len())));

@@ -48,9 +48,29 @@ fn unknown_admin_path_is_404_and_not_forwarded() {
     let primary = Upstream::named("primary");
     let backup = Upstream::named("backup");
     let proxy = Proxy::builder(&primary.url(), &backup.url()).start();
-    for path in ["/__failover/nope", "/__failover/", "/__failover/health/x"] {
+    for path in ["/__failover/nope", "/__failover/status/x", "/__failover/health/x"] {
         let resp = get(proxy.addr, path);
         assert_eq!(resp.status, 404, "{path}: {}", show(&resp.raw));
+    }
+    thread::sleep(ms(100));
+    assert_eq!(primary.request_count(), 0);
+}
+
+#[test]
+fn the_status_page_is_one_self_contained_html_file_served_by_the_proxy() {
+    let primary = Upstream::named("primary");
+    let backup = Upstream::named("backup");
+    let proxy = Proxy::builder(&primary.url(), &backup.url()).start();
+    for path in ["/__failover/", "/__failover/status"] {
+        let resp = get(proxy.addr, path);
+        assert_eq!(resp.status, 200, "{path}: {}", show(&resp.raw));
+        assert_eq!(resp.header("content-type"), Some("text/html; charset=utf-8"));
+        let csp = resp.header("content-security-policy").unwrap_or_default();
+        assert!(csp.contains("default-src 'none'") && csp.contains("connect-src 'self'"), "{csp}");
+        let page = resp.text();
+        assert!(page.len() < 30 * 1024, "{} bytes", page.len());
+        assert!(page.contains("/__failover/state"), "the page polls the state");
+        assert!(!page.contains("src=\"http") && !page.contains("href=\"http"), "no external assets");
     }
     thread::sleep(ms(100));
     assert_eq!(primary.request_count(), 0);

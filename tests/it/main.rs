@@ -12,6 +12,7 @@ mod headers;
 mod keepalive;
 mod limits;
 mod metrics;
+mod notify;
 mod rejects;
 mod reload;
 mod resilience;
