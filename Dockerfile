@@ -21,4 +21,8 @@ COPY --from=builder /usr/local/bin/failover /usr/local/bin/failover
 COPY --from=builder /src/examples/sorry /usr/share/failover/sorry
 USER failover:failover
 EXPOSE 8080
+# The binary checks itself (no curl in the slim image); with another --listen port, override
+# this with `docker run --health-cmd`.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
+  CMD ["/usr/local/bin/failover", "probe", "http://127.0.0.1:8080/__failover/live"]
 ENTRYPOINT ["/usr/local/bin/failover"]

@@ -33,16 +33,12 @@ const STATUS_PAGE: &[u8] = include_bytes!("status.html");
 const STATUS_CSP: &str = "Content-Security-Policy: default-src 'none'; connect-src 'self'; \
     style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:\r\n";
 
-/// The status an endpoint answers with.
-pub fn status(admin: Admin) -> u16 {
-    match admin {
-        Admin::NotFound => 404,
-        Admin::MethodNotAllowed => 405,
-        _ => 200,
-    }
-}
+/// A worker whose loop has not turned for this long makes `/__failover/live` fail.
+const STALLED_MS: u64 = 5000;
 
-pub fn answer(admin: Admin, req: &Request, from: Sources, out: &mut Buf) -> bool {
+/// Writes the endpoint's answer into `out`; returns its status and whether the connection
+/// closes after it.
+pub fn answer(admin: Admin, req: &Request, from: Sources, out: &mut Buf) -> (u16, bool) {
     let close = !req.keep_alive;
     let keep_alive = if !close && req.minor == 0 { "Connection: keep-alive\r\n" } else { "" };
     let extra = match admin {
@@ -63,11 +59,34 @@ pub fn answer(admin: Admin, req: &Request, from: Sources, out: &mut Buf) -> bool
             text = metrics::render(from.cfg, from.board, from.control, from.metrics);
             (200, "text/plain; version=0.0.4; charset=utf-8", text.as_bytes())
         }
+        Admin::Live => match stalled(from.control, from.metrics) {
+            None => (200, "text/plain; charset=utf-8", &b"live\n"[..]),
+            Some((worker, ms)) => {
+                text = format!("stalled: worker {worker} has not turned its loop for {ms} ms\n");
+                (503, "text/plain; charset=utf-8", text.as_bytes())
+            }
+        },
+        Admin::Ready if from.control.unready() => (503, "text/plain; charset=utf-8", b"not ready: shutting down\n"),
+        Admin::Ready if !from.board.first_round_done() => {
+            (503, "text/plain; charset=utf-8", b"not ready: the first health checks are not done\n")
+        }
+        Admin::Ready => (200, "text/plain; charset=utf-8", b"ready\n"),
         Admin::NotFound => (404, "text/plain; charset=utf-8", b"Not Found: no such failover endpoint\n"),
         Admin::MethodNotAllowed => (405, "text/plain; charset=utf-8", b"Method Not Allowed: use GET\n"),
     };
     Answer { status, content_type, body, close, head_only: req.is_head, extra: &extra }.write(out);
-    close
+    (status, close)
+}
+
+/// The worker whose heartbeat is oldest, if it is older than [`STALLED_MS`], and its age.
+pub fn stalled(control: &Control, metrics: &[WorkerMetrics]) -> Option<(usize, u64)> {
+    let now = control.now_ms();
+    metrics
+        .iter()
+        .map(|m| now.saturating_sub(m.last_beat()))
+        .enumerate()
+        .max_by_key(|&(_, age)| age)
+        .filter(|&(_, age)| age > STALLED_MS)
 }
 
 /// The `/__failover/state` document: the chain with each upstream's checks, where traffic

@@ -325,9 +325,9 @@ impl Client {
             cx.pool.put(head);
             let out = cx.pool.ensure(&mut self.io.cout);
             let from = admin::Sources { cfg: cx.cfg, board: cx.board, control: cx.control, metrics: cx.all_metrics };
-            let close = admin::answer(kind, &req, from, out);
-            cx.metrics.request(NO_UPSTREAM, admin::status(kind), true, None);
-            self.log_answer(cx, admin::status(kind));
+            let (status, close) = admin::answer(kind, &req, from, out);
+            cx.metrics.request(NO_UPSTREAM, status, true, None);
+            self.log_answer(cx, status);
             self.phase = Phase::Answer { close };
             return Pass::Moved;
         }

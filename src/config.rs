@@ -80,6 +80,10 @@ pub struct Flags {
     /// Time a client has to send a complete request head; exceeded gives 408 [default: 10s]
     #[arg(long, value_name = "DURATION")]
     pub header_timeout: Option<String>,
+    /// On SIGTERM, how long the proxy keeps serving with /__failover/ready at 503 before it stops
+    /// accepting (for load balancers to take it out) [default: 0s]
+    #[arg(long, value_name = "DURATION")]
+    pub shutdown_delay: Option<String>,
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish [default: 10s]
     #[arg(long, value_name = "DURATION")]
     pub shutdown_timeout: Option<String>,
@@ -182,6 +186,25 @@ pub struct Flags {
     /// YAML config file with the same keys in snake_case (flags win over the file)
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Check the configuration (flags, file, certificates, key files), print it with secrets
+    /// masked, and exit: 0 when valid, 2 when not
+    #[arg(long)]
+    pub check_config: bool,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Commands other than running the proxy.
+#[derive(clap::Subcommand, Debug)]
+pub enum Command {
+    /// GET a URL and exit 0 on a 2xx or 3xx answer, 1 otherwise (a container health check
+    /// without curl: `failover probe http://127.0.0.1:8080/__failover/live`)
+    Probe {
+        url: String,
+        /// How long the whole request may take
+        #[arg(long, value_name = "DURATION", default_value = "2s")]
+        timeout: String,
+    },
 }
 
 /// The YAML file: the same settings as the flags, in snake_case.
@@ -207,6 +230,7 @@ struct FileConfig {
     header_timeout: Option<Scalar>,
     body_timeout: Option<Scalar>,
     shutdown_timeout: Option<Scalar>,
+    shutdown_delay: Option<Scalar>,
     max_header_bytes: Option<Scalar>,
     max_headers: Option<usize>,
     max_request_line: Option<Scalar>,
@@ -300,6 +324,8 @@ pub struct Config {
     pub header_timeout: Duration,
     pub body_timeout: Duration,
     pub shutdown_timeout: Duration,
+    /// On SIGTERM, serving on (not ready) before stopping to accept.
+    pub shutdown_delay: Duration,
     pub limits: Limits,
     /// Client connections per process before accepting pauses.
     pub max_connections: usize,
@@ -395,6 +421,7 @@ fn merge(f: Flags, y: FileConfig) -> Result<Config, Error> {
 
     let body_timeout = duration("body-timeout", text(f.body_timeout, y.body_timeout), "60s", ms(1))?;
     let shutdown_timeout = duration("shutdown-timeout", text(f.shutdown_timeout, y.shutdown_timeout), "10s", ms(0))?;
+    let shutdown_delay = duration("shutdown-delay", text(f.shutdown_delay, y.shutdown_delay), "0s", ms(0))?;
     let size = |key: &str, v: Option<String>, default: &str, min: u64, max: u64| {
         let v = v.unwrap_or_else(|| default.to_string());
         let n = parse_size(&v).map_err(|e| err(key, format!("{v:?} {e}")))?;
@@ -532,6 +559,7 @@ fn merge(f: Flags, y: FileConfig) -> Result<Config, Error> {
         header_timeout,
         body_timeout,
         shutdown_timeout,
+        shutdown_delay,
         limits,
         max_connections,
         workers,

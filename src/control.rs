@@ -6,14 +6,19 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use crate::config::Config;
 use crate::notify::NotifyStats;
 
-#[derive(Default)]
 pub struct Control {
     /// SIGTERM/SIGINT: workers stop accepting and drain.
     stopping: AtomicBool,
+    /// SIGTERM arrived: `/__failover/ready` says 503 (the proxy may serve on for
+    /// `--shutdown-delay` while load balancers take it out).
+    unready: AtomicBool,
+    /// The clock heartbeats are measured on.
+    base: Instant,
     /// Client connections open in the process.
     pub connections: AtomicUsize,
     /// The configuration published by SIGHUP, and how many times it changed.
@@ -28,7 +33,31 @@ pub struct Control {
 
 impl Control {
     pub fn new() -> Control {
-        Control::default()
+        Control {
+            stopping: AtomicBool::new(false),
+            unready: AtomicBool::new(false),
+            base: Instant::now(),
+            connections: AtomicUsize::new(0),
+            config: Mutex::new(None),
+            config_epoch: AtomicU64::new(0),
+            wakers: Mutex::new(Vec::new()),
+            log_epoch: AtomicU64::new(0),
+            notifications: Arc::new(NotifyStats::default()),
+        }
+    }
+
+    /// Milliseconds since the process started (for heartbeats).
+    pub fn now_ms(&self) -> u64 {
+        self.base.elapsed().as_millis() as u64
+    }
+
+    /// From now on `/__failover/ready` answers 503.
+    pub fn set_unready(&self) {
+        self.unready.store(true, Ordering::Release);
+    }
+
+    pub fn unready(&self) -> bool {
+        self.unready.load(Ordering::Acquire)
     }
 
     pub fn add_waker(&self, w: Arc<mio::Waker>) {

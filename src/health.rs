@@ -31,6 +31,8 @@ pub struct Health {
     pub last_check_unix: u64,
     /// The last [`CHECKS_KEPT`] check results, oldest first (for the status page).
     pub recent: VecDeque<Check>,
+    /// A check has ended (for readiness: the first round is done when every upstream has one).
+    pub checked: bool,
 }
 
 /// How many check results per upstream, and how many transitions, the state keeps.
@@ -67,6 +69,7 @@ impl Health {
             last_check_ms: 0,
             last_check_unix: 0,
             recent: VecDeque::new(),
+            checked: false,
         }
     }
 
@@ -230,6 +233,7 @@ impl Book {
             h.last_error.push_str(obs.why);
         }
         if let Some(took) = obs.took {
+            h.checked = true;
             h.last_check_ms = took.as_millis() as u64;
             h.last_check_unix = unix_now();
             if h.recent.len() == CHECKS_KEPT {
@@ -405,6 +409,11 @@ impl Board {
         let at = slot.load(Ordering::Acquire);
         now_ms >= at
             && slot.compare_exchange(at, now_ms + every.as_millis() as u64, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    }
+
+    /// Every upstream has been checked once (the proxy routes on facts, not on defaults).
+    pub fn first_round_done(&self) -> bool {
+        self.lock().ups.iter().all(|h| h.checked)
     }
 
     /// Whether upstream `i` failed recently without being declared down yet: it is then

@@ -128,6 +128,9 @@ pub enum Admin {
     Metrics,
     /// The status page (`/__failover/` and `/__failover/status`).
     Status,
+    /// Orchestrator probes: the loops turn; the proxy can serve (not while shutting down).
+    Live,
+    Ready,
     NotFound,
     MethodNotAllowed,
 }
@@ -448,7 +451,9 @@ pub fn parse_request(input: &[u8], fwd: &Forward, out: &mut Writer) -> Result<Op
             ("GET" | "HEAD", "state") => Admin::State,
             ("GET" | "HEAD", "metrics") => Admin::Metrics,
             ("GET" | "HEAD", "" | "status") => Admin::Status,
-            (_, "health" | "state" | "metrics" | "" | "status") => Admin::MethodNotAllowed,
+            ("GET" | "HEAD", "live") => Admin::Live,
+            ("GET" | "HEAD", "ready") => Admin::Ready,
+            (_, "health" | "state" | "metrics" | "" | "status" | "live" | "ready") => Admin::MethodNotAllowed,
             _ => Admin::NotFound,
         });
         return Ok(Some(request));

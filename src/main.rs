@@ -2,7 +2,7 @@
 
 use clap::Parser;
 
-use failover::{Config, Flags};
+use failover::{Command, Config, Flags};
 
 fn main() {
     let flags = match Flags::try_parse() {
@@ -16,7 +16,25 @@ fn main() {
         }
         Err(e) => e.exit(),
     };
+    if let Some(Command::Probe { url, timeout }) = &flags.command {
+        let timeout = match failover::parse_duration(timeout) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("failover probe: --timeout: {timeout:?} {e}");
+                std::process::exit(2);
+            }
+        };
+        match failover::probe(url, timeout) {
+            Ok(status) => println!("{url}: {status}"),
+            Err(why) => {
+                eprintln!("failover probe: {url}: {why}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
     failover::raise_nofile_limit();
+    let check = flags.check_config;
     let cfg = match Config::from_flags(flags) {
         Ok(cfg) => cfg,
         Err(e) => {
@@ -24,6 +42,10 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if check {
+        print!("{}", failover::effective_config(&cfg));
+        return;
+    }
     failover::init_logging(cfg.json_logs);
     // SIGHUP: the same flags, the config file read again.
     let reload = || match Flags::try_parse() {

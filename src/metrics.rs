@@ -86,6 +86,8 @@ pub struct WorkerMetrics {
     /// Health checks per upstream: [passed, failed].
     checks: [[AtomicU64; 2]; MAX_UPSTREAMS],
     check_durations: Histogram,
+    /// When the worker's loop last turned at its heartbeat tick (ms on [`Control::now_ms`]'s clock).
+    heartbeat_ms: AtomicU64,
 }
 
 /// Adds to a counter only this thread writes: a plain load and store, which other threads
@@ -107,7 +109,17 @@ impl WorkerMetrics {
             rescues: AtomicU64::new(0),
             checks: std::array::from_fn(|_| [AtomicU64::new(0), AtomicU64::new(0)]),
             check_durations: Histogram::new(),
+            heartbeat_ms: AtomicU64::new(0),
         }
+    }
+
+    /// The worker's loop turned (its heartbeat tick) at `ms`.
+    pub fn beat(&self, ms: u64) {
+        self.heartbeat_ms.store(ms, Ordering::Relaxed);
+    }
+
+    pub fn last_beat(&self) -> u64 {
+        read(&self.heartbeat_ms)
     }
 
     /// A response went out: `upstream` (or [`NO_UPSTREAM`]) and its status, `by_proxy` when

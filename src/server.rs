@@ -7,16 +7,18 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::admin;
 use crate::config::Config;
 use crate::control::Control;
 use crate::health::Board;
 use crate::metrics::WorkerMetrics;
 use crate::notify::Notifier;
 use crate::resolve::{Addrs, Resolver};
+use crate::systemd::{self, Systemd};
 use crate::upstream::Kind;
 use crate::worker::{Shared, Worker};
 
@@ -48,9 +50,29 @@ pub fn run(cfg: Config, reload: impl Fn() -> Result<Config, String>) -> io::Resu
     shared.resolver.watch(names(&cfg), cfg.dns_refresh);
     shared.resolver.spawn()?;
     let start = Instant::now();
-    let listen =
-        |addr: SocketAddr| bind(addr).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")));
-    for addr in std::iter::once(cfg.listen).chain(cfg.listen_http) {
+    // Sockets passed by systemd (socket activation) serve their address; the others are
+    // bound here, one SO_REUSEPORT socket per worker.
+    let passed = systemd::listen_fds()?;
+    let wanted: Vec<SocketAddr> = std::iter::once(cfg.listen).chain(cfg.listen_http).collect();
+    let activated = |k: usize| -> Option<&std::net::TcpListener> {
+        let addr = wanted[k];
+        let same = |a: &SocketAddr| *a == addr || (addr.ip().is_unspecified() && a.port() == addr.port());
+        passed.iter().find(|(a, _)| same(a)).or_else(|| passed.get(k)).map(|(_, l)| l)
+    };
+    for (addr, _) in &passed {
+        log::info!("listening on {addr}, a socket passed by systemd");
+    }
+    let listen = |k: usize| -> io::Result<mio::net::TcpListener> {
+        let addr = wanted[k];
+        match activated(k) {
+            Some(l) => Ok(mio::net::TcpListener::from_std(l.try_clone()?)),
+            None => bind(addr).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))),
+        }
+    };
+    for (k, &addr) in wanted.iter().enumerate() {
+        if activated(k).is_some() {
+            continue;
+        }
         if let Some(who) = who_listens(addr) {
             log::warn!(
                 "{addr}: {who} already listens here; with SO_REUSEPORT the two share the connections \
@@ -60,9 +82,9 @@ pub fn run(cfg: Config, reload: impl Fn() -> Result<Config, String>) -> io::Resu
     }
     let mut per_worker = Vec::with_capacity(cfg.workers);
     for _ in 0..cfg.workers {
-        let mut ls = vec![(listen(cfg.listen)?, cfg.tls.is_some())];
-        if let Some(addr) = cfg.listen_http {
-            ls.push((listen(addr)?, false));
+        let mut ls = vec![(listen(0)?, cfg.tls.is_some())];
+        if cfg.listen_http.is_some() {
+            ls.push((listen(1)?, false));
         }
         per_worker.push(ls);
     }
@@ -109,12 +131,36 @@ pub fn run(cfg: Config, reload: impl Fn() -> Result<Config, String>) -> io::Resu
         })?;
         handles.push(h);
     }
+    let mut sd = Systemd::from_env();
+    let mut ready_told = false;
     loop {
-        match wait_signal(&signals) {
+        let Some(sig) = wait_signal(&signals, SIGNAL_TICK) else {
+            // Between signals: tell systemd when the first checks are in, and ping its
+            // watchdog while every loop turns.
+            if sd.active() && !ready_told && shared.board.first_round_done() {
+                sd.send("READY=1\nSTATUS=serving");
+                ready_told = true;
+            }
+            if sd.watchdog_due() {
+                match admin::stalled(&shared.control, &shared.metrics) {
+                    None => sd.send("WATCHDOG=1"),
+                    Some((worker, ms)) => log::error!(
+                        "worker={worker} has not turned its loop for {ms} ms; not pinging the systemd watchdog"
+                    ),
+                }
+            }
+            continue;
+        };
+        match sig {
             libc::SIGHUP => {
                 // Logs are reopened even when the new configuration is refused (logrotate).
                 shared.control.reopen_logs();
-                match reload() {
+                sd.reloading();
+                let outcome = reload();
+                if ready_told {
+                    sd.send("READY=1");
+                }
+                match outcome {
                     Ok(mut new) => {
                         keep_fixed_settings(&cfg, &mut new);
                         cfg = Arc::new(new);
@@ -133,6 +179,22 @@ pub fn run(cfg: Config, reload: impl Fn() -> Result<Config, String>) -> io::Resu
             }
             sig => {
                 let signal = signal_name(sig);
+                sd.send("STOPPING=1");
+                shared.control.set_unready();
+                if sig == libc::SIGTERM && !cfg.shutdown_delay.is_zero() {
+                    log::info!(
+                        event = "stopping", signal;
+                        "SIGTERM received: /__failover/ready now says 503; serving on for --shutdown-delay ({:?})",
+                        cfg.shutdown_delay
+                    );
+                    // A second SIGTERM or a SIGINT cuts the delay short.
+                    let until = Instant::now() + cfg.shutdown_delay;
+                    while let Some(left) = until.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
+                        if matches!(wait_signal(&signals, left.min(SIGNAL_TICK)), Some(libc::SIGTERM | libc::SIGINT)) {
+                            break;
+                        }
+                    }
+                }
                 log::info!(
                     event = "stop", signal;
                     "{signal} received: no longer accepting; finishing in-flight requests (up to {:?})",
@@ -146,7 +208,7 @@ pub fn run(cfg: Config, reload: impl Fn() -> Result<Config, String>) -> io::Resu
                         shared.notifier.finish(NOTIFY_AT_EXIT);
                         return Ok(());
                     }
-                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    std::thread::sleep(Duration::from_millis(20));
                 }
                 log::info!("all requests finished; exiting");
                 shared.notifier.finish(NOTIFY_AT_EXIT);
@@ -156,8 +218,11 @@ pub fn run(cfg: Config, reload: impl Fn() -> Result<Config, String>) -> io::Resu
     }
 }
 
+/// How often the signal loop looks at readiness and the systemd watchdog.
+const SIGNAL_TICK: Duration = Duration::from_millis(250);
+
 /// How long an exiting process waits for notifications still held or being sent.
-const NOTIFY_AT_EXIT: std::time::Duration = std::time::Duration::from_secs(5);
+const NOTIFY_AT_EXIT: Duration = Duration::from_secs(5);
 
 /// The addresses the resolver keeps current.
 fn names(cfg: &Config) -> Vec<Arc<Addrs>> {
@@ -284,15 +349,13 @@ fn block_signals() -> libc::sigset_t {
     set
 }
 
-/// Waits for one of the blocked signals and returns its number.
-fn wait_signal(set: &libc::sigset_t) -> i32 {
-    let mut sig = 0;
-    // SAFETY: `set` was filled by `block_signals`; `sig` is a valid out-pointer.
-    let rc = unsafe { libc::sigwait(set, &mut sig) };
-    if rc != 0 {
-        return libc::SIGTERM;
-    }
-    sig
+/// Waits up to `limit` for one of the blocked signals; None when none came.
+fn wait_signal(set: &libc::sigset_t, limit: Duration) -> Option<i32> {
+    let ts = libc::timespec { tv_sec: limit.as_secs() as libc::time_t, tv_nsec: limit.subsec_nanos() as libc::c_long };
+    // SAFETY: `set` was filled by `block_signals`; a null siginfo pointer is allowed and `ts`
+    // is a valid timespec owned by this frame.
+    let sig = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &ts) };
+    (sig > 0).then_some(sig)
 }
 
 /// Raises the soft open-file limit to the hard one: each proxied connection needs two

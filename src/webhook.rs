@@ -73,14 +73,6 @@ impl Target {
 
     /// Posts `body` (JSON); every step together takes at most `timeout`.
     pub fn post(&self, body: &str, timeout: Duration) -> Outcome {
-        match self.try_post(body, Instant::now() + timeout) {
-            Ok(outcome) => outcome,
-            Err(e) => Outcome::Retry(e.to_string(), None),
-        }
-    }
-
-    fn try_post(&self, body: &str, deadline: Instant) -> io::Result<Outcome> {
-        let sock = self.connect(deadline)?;
         let request = format!(
             "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: failover/{}\r\nContent-Type: application/json\r\n\
              Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -89,6 +81,34 @@ impl Target {
             env!("CARGO_PKG_VERSION"),
             body.len()
         );
+        match self.send(&request, Instant::now() + timeout) {
+            Ok(head) => judge(&head),
+            Err(e) => Outcome::Retry(e.to_string(), None),
+        }
+    }
+
+    /// GETs the URL (`failover probe`): `Sent` for 2xx and 3xx.
+    pub fn get(&self, timeout: Duration) -> Outcome {
+        let request = format!(
+            "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: failover/{}\r\nConnection: close\r\n\r\n",
+            self.path,
+            self.authority,
+            env!("CARGO_PKG_VERSION")
+        );
+        let head = match self.send(&request, Instant::now() + timeout) {
+            Ok(head) => head,
+            Err(e) => return Outcome::Failed(e.to_string()),
+        };
+        match status_of(&head) {
+            Ok((status @ 200..=399, _)) => Outcome::Sent(status),
+            Ok((status, _)) => Outcome::Failed(format!("HTTP {status}")),
+            Err(why) => Outcome::Failed(why),
+        }
+    }
+
+    /// Sends one request and reads the response head.
+    fn send(&self, request: &str, deadline: Instant) -> io::Result<Vec<u8>> {
+        let sock = self.connect(deadline)?;
         let head = match &self.tls {
             None => exchange(sock, request.as_bytes(), deadline)?,
             Some(tls) => {
@@ -97,7 +117,7 @@ impl Target {
                 exchange_tls(&mut stream, request.as_bytes(), deadline)?
             }
         };
-        Ok(judge(&head))
+        Ok(head)
     }
 
     fn connect(&self, deadline: Instant) -> io::Result<TcpStream> {
@@ -166,16 +186,16 @@ fn read_head(mut read: impl FnMut(&mut [u8]) -> io::Result<usize>) -> io::Result
     Ok(head)
 }
 
-/// The status of a response head, and whether to try again.
-fn judge(head: &[u8]) -> Outcome {
+/// The status of a response head and its `Retry-After` (seconds).
+fn status_of(head: &[u8]) -> Result<(u16, Option<Duration>), String> {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut res = httparse::Response::new(&mut headers);
     // A whole status line is enough to know the outcome, even if the head ends early.
     let status = match (res.parse(head), res.code) {
         (Ok(httparse::Status::Complete(_)), Some(code)) => code,
         (Ok(httparse::Status::Partial), Some(code)) if head.windows(2).any(|w| w == b"\r\n") => code,
-        (Ok(_), _) => return Outcome::Retry("the answer ended inside its status line".into(), None),
-        (Err(e), _) => return Outcome::Retry(format!("bad answer: {e}"), None),
+        (Ok(_), _) => return Err("the answer ended inside its status line".into()),
+        (Err(e), _) => return Err(format!("bad answer: {e}")),
     };
     let retry_after = res
         .headers
@@ -184,6 +204,15 @@ fn judge(head: &[u8]) -> Outcome {
         .and_then(|h| std::str::from_utf8(h.value).ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs);
+    Ok((status, retry_after))
+}
+
+/// Whether a webhook's answer means sent, try again, or give up.
+fn judge(head: &[u8]) -> Outcome {
+    let (status, retry_after) = match status_of(head) {
+        Ok(s) => s,
+        Err(why) => return Outcome::Retry(why, None),
+    };
     match status {
         200..=299 => Outcome::Sent(status),
         408 | 429 | 500..=599 => Outcome::Retry(format!("HTTP {status}"), retry_after),

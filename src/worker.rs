@@ -38,6 +38,9 @@ const FAST_TICK: usize = 1;
 /// back to the system.
 const TRIM_TICK: usize = 2;
 const TRIM_EVERY: Duration = Duration::from_secs(5);
+/// Timer index of the heartbeat (for `/__failover/live` and the systemd watchdog), and its period.
+const HEARTBEAT_TICK: usize = 3;
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 /// How soon a worker that stopped accepting at `--max-connections` looks again.
 const FULL_RETRY: Duration = Duration::from_millis(50);
 /// Pause before accepting again after the process ran out of file descriptors.
@@ -165,6 +168,8 @@ impl Worker {
         w.next_tick = start + w.cfg.check_interval * id as u32;
         w.timers.arm(w.next_tick, token::make(Kind::Tick, 0, 0));
         w.timers.arm(w.now + TRIM_EVERY, token::make(Kind::Tick, TRIM_TICK, 0));
+        w.shared.metrics[id].beat(w.shared.control.now_ms());
+        w.timers.arm(w.now + HEARTBEAT_EVERY, token::make(Kind::Tick, HEARTBEAT_TICK, 0));
         Ok(w)
     }
 
@@ -494,6 +499,10 @@ impl Worker {
                         self.arm_fast_probe();
                     }
                 }
+            }
+            Kind::Tick if index == HEARTBEAT_TICK => {
+                self.shared.metrics[self.id].beat(self.shared.control.now_ms());
+                self.timers.arm(self.now + HEARTBEAT_EVERY, tok);
             }
             Kind::Tick if index == TRIM_TICK => {
                 if self.pool.trim() > 0 {

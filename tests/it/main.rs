@@ -4,6 +4,7 @@
 mod access_log;
 mod admin;
 mod chain;
+mod check_config;
 mod common;
 mod config;
 mod dns;
@@ -13,6 +14,7 @@ mod keepalive;
 mod limits;
 mod metrics;
 mod notify;
+mod probes;
 mod rejects;
 mod reload;
 mod resilience;
