@@ -21,6 +21,7 @@ run() {
 run cargo fmt --check
 run cargo clippy --all-targets -- -D warnings
 run cargo test --profile ci --no-run
+run tests/deploy/validate.sh target/ci/failover
 # The integration tests and verify.sh mostly wait on sockets and timers: run them side by
 # side (verify.sh reuses the binary just built), then report both.
 mkdir -p target

@@ -25,6 +25,8 @@ pub struct Sources<'a> {
     pub board: &'a Board,
     pub control: &'a Control,
     pub metrics: &'a [WorkerMetrics],
+    /// Asked on the admin listener: the state shows the reasons operators gave.
+    pub private: bool,
 }
 
 /// The status page (`/__failover/` and `/__failover/status`): self-contained, it polls
@@ -52,7 +54,7 @@ pub fn answer(admin: Admin, req: &Request, from: Sources, out: &mut Buf) -> (u16
         Admin::Health => (200, "text/plain; charset=utf-8", b"ok\n"),
         Admin::Status => (200, "text/html; charset=utf-8", STATUS_PAGE),
         Admin::State => {
-            text = state_json(from.cfg, from.board, from.metrics);
+            text = state_json(from.cfg, from.board, from.metrics, from.private);
             (200, "application/json", text.as_bytes())
         }
         Admin::Metrics => {
@@ -92,7 +94,7 @@ pub fn stalled(control: &Control, metrics: &[WorkerMetrics]) -> Option<(usize, u
 /// The `/__failover/state` document: the chain with each upstream's checks, where traffic
 /// goes, and (for monitors written against the two-upstream proxy) the same facts for the
 /// primary and the first backup as top-level fields.
-pub fn state_json(cfg: &Config, board: &Board, blocks: &[WorkerMetrics]) -> String {
+pub fn state_json(cfg: &Config, board: &Board, blocks: &[WorkerMetrics], private: bool) -> String {
     let (retries, rescues) = metrics::retries_and_rescues(blocks);
     let b = board.snapshot();
     let now_ms = unix_ms();
@@ -111,7 +113,7 @@ pub fn state_json(cfg: &Config, board: &Board, blocks: &[WorkerMetrics]) -> Stri
             "\"primary_last_error\":{},\"backup_last_error\":{},\"last_transition\":{},",
             "\"retries\":{},\"rescues\":{},\"all_down\":{},",
             "\"active\":{{\"index\":{},\"name\":{},\"url\":{}}},",
-            "\"now_ms\":{},\"fail_threshold\":{},\"recover_threshold\":{},\"upstreams\":["
+            "\"now_ms\":{},\"fail_threshold\":{},\"recover_threshold\":{},{},\"upstreams\":["
         ),
         on_backup,
         b.since_unix,
@@ -133,6 +135,7 @@ pub fn state_json(cfg: &Config, board: &Board, blocks: &[WorkerMetrics]) -> Stri
         now_ms,
         cfg.fail_threshold,
         cfg.recover_threshold,
+        crate::admin_api::holds_json(cfg, &b, private),
     );
     for (i, up) in cfg.upstreams.iter().enumerate() {
         let h = health(i);

@@ -324,14 +324,20 @@ impl Client {
         if let Some(kind) = req.admin {
             cx.pool.put(head);
             let out = cx.pool.ensure(&mut self.io.cout);
-            let from = admin::Sources { cfg: cx.cfg, board: cx.board, control: cx.control, metrics: cx.all_metrics };
+            let from = admin::Sources {
+                cfg: cx.cfg,
+                board: cx.board,
+                control: cx.control,
+                metrics: cx.all_metrics,
+                private: false,
+            };
             let (status, close) = admin::answer(kind, &req, from, out);
             cx.metrics.request(NO_UPSTREAM, status, true, None);
             self.log_answer(cx, status);
             self.phase = Phase::Answer { close };
             return Pass::Moved;
         }
-        if cx.route.all_down() {
+        if cx.route.nowhere() {
             cx.pool.put(head);
             let retry_after = match retry_after(cx.cfg) {
                 1 => "Retry-After: 1\r\n",

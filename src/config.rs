@@ -156,6 +156,13 @@ pub struct Flags {
     /// Also serve plain HTTP on this address (with --tls-cert), e.g. 0.0.0.0:80
     #[arg(long, value_name = "ADDRESS")]
     pub listen_http: Option<String>,
+    /// Serve the admin endpoints (override, drain) here: ADDR or unix:/path (mode 0600) [default: off]
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<String>,
+    /// File holding the bearer token every admin request must carry (required when the admin
+    /// listener is not loopback or a unix socket)
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<String>,
     /// Write one line per request to this file (`-`: standard output); SIGHUP reopens it [default: off]
     #[arg(long, value_name = "PATH")]
     pub access_log: Option<String>,
@@ -254,6 +261,8 @@ struct FileConfig {
     listen_http: Option<String>,
     access_log: Option<String>,
     access_log_format: Option<String>,
+    admin_listen: Option<String>,
+    admin_token_file: Option<String>,
     /// A list of URLs and `{url, format, events, ca}`.
     notify: Option<Vec<serde_yaml::Value>>,
     notify_format: Option<String>,
@@ -344,6 +353,25 @@ pub struct Config {
     pub notify: Arc<Notify>,
     /// Where each request is logged (None: nowhere).
     pub access_log: Option<access_log::Target>,
+    /// The admin listener, and the token its requests need.
+    pub admin_listen: Option<AdminAddr>,
+    pub admin_token: Option<String>,
+}
+
+/// Where the admin endpoints listen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminAddr {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for AdminAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AdminAddr::Tcp(a) => write!(f, "{a}"),
+            AdminAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
 }
 
 impl Config {
@@ -517,6 +545,41 @@ fn merge(f: Flags, y: FileConfig) -> Result<Config, Error> {
             Some(target)
         }
     };
+    let admin_token = match f.admin_token_file.or(y.admin_token_file) {
+        Some(path) => {
+            let token = std::fs::read_to_string(&path)
+                .map_err(|e| err("admin-token-file", format!("cannot read {path}: {e}")))?
+                .trim()
+                .to_string();
+            if token.len() < 16 || token.bytes().any(|b| !b.is_ascii_graphic()) {
+                return Err(err(
+                    "admin-token-file",
+                    format!("{path}: the token must be at least 16 visible characters"),
+                ));
+            }
+            Some(token)
+        }
+        None => None,
+    };
+    let admin_listen = match f.admin_listen.or(y.admin_listen) {
+        None => None,
+        Some(v) => {
+            Some(match v.strip_prefix("unix:") {
+                Some(path) if path.starts_with('/') => AdminAddr::Unix(PathBuf::from(path)),
+                Some(_) => return Err(err("admin-listen", format!("{v:?}: a unix socket needs an absolute path"))),
+                None => {
+                    let addr = parse_listen(&v).map_err(|e| Error(e.0.replacen("--listen", "--admin-listen", 1)))?;
+                    if !addr.ip().is_loopback() && admin_token.is_none() {
+                        return Err(err(
+                        "admin-listen",
+                        format!("{addr} is not loopback: set --admin-token-file, or listen on 127.0.0.1 or a unix socket"),
+                    ));
+                    }
+                    AdminAddr::Tcp(addr)
+                }
+            })
+        }
+    };
     let notify = sinks::build(sinks::Settings {
         flag_urls: f.notify,
         file_items: y.notify.unwrap_or_default(),
@@ -542,6 +605,8 @@ fn merge(f: Flags, y: FileConfig) -> Result<Config, Error> {
         listen_http,
         notify: Arc::new(notify),
         access_log,
+        admin_listen,
+        admin_token,
         listen: parse_listen(&listen)?,
         upstreams,
         check_interval,

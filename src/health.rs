@@ -14,6 +14,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
+use crate::holds::{Hold, Holds};
 use crate::upstream::{Upstream, MAX_UPSTREAMS};
 
 /// Consecutive-result counter of one upstream (after Pingora's `observe`).
@@ -117,18 +118,33 @@ impl Default for Health {
 }
 
 /// What workers copy into their own state when the epoch moves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Route {
     /// Where new requests go (position in the chain).
     pub active: usize,
     /// Bit i: upstream i passes its checks.
     pub healthy: u32,
+    /// Bit i: an operator drained upstream i (no new requests, nor retries, go there).
+    pub drained: u32,
+    /// An operator pinned new requests to `active`, healthy or not.
+    pub pinned: bool,
 }
 
 impl Route {
-    /// No upstream is healthy: answer at once instead of trying.
+    /// No upstream is healthy.
     pub fn all_down(&self) -> bool {
         self.healthy == 0
+    }
+
+    /// A route with no holds (tests).
+    #[cfg(test)]
+    pub const fn up(active: usize, healthy: u32) -> Route {
+        Route { active, healthy, drained: 0, pinned: false }
+    }
+
+    /// Nowhere to send a request: answer at once instead of trying.
+    pub fn nowhere(&self) -> bool {
+        !self.pinned && self.healthy & !self.drained == 0
     }
 
     pub fn is_healthy(&self, i: usize) -> bool {
@@ -140,7 +156,7 @@ impl Route {
     /// chain, so a request cannot loop.
     pub fn next_after(&self, k: usize, tried: u32) -> Option<usize> {
         let later = !((2u32 << k.min(30)) - 1);
-        let candidates = self.healthy & later & !tried;
+        let candidates = self.healthy & !self.drained & later & !tried;
         (candidates != 0).then(|| candidates.trailing_zeros() as usize)
     }
 }
@@ -155,10 +171,22 @@ pub struct Observation<'a> {
     pub took: Option<Duration>,
 }
 
+/// What made the route change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// A health-check result (or a refused connection).
+    Health,
+    /// An operator set or cleared an override or a drain.
+    Operator,
+    /// An override or a drain expired.
+    Expired,
+}
+
 /// A change that workers must act on, returned once to the worker that caused it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
-    /// The upstream whose result caused it.
+    pub cause: Cause,
+    /// The upstream whose result (or hold) caused it.
     pub upstream: usize,
     /// Why, e.g. `primary unhealthy: connect refused (3/3)`.
     pub reason: String,
@@ -202,7 +230,15 @@ pub struct Book {
     pub moves: Vec<Move>,
     /// The last [`TRANSITIONS_KEPT`] moves, oldest first.
     pub transitions: VecDeque<Transition>,
+    /// The operator's override and drains.
+    pub holds: Holds,
+    /// Operator actions so far, by [`ACTIONS`] position.
+    pub actions: [u64; ACTIONS.len()],
 }
+
+/// What `failover_admin_actions_total{action}` counts.
+pub const ACTIONS: [&str; 6] =
+    ["override_set", "override_cleared", "override_expired", "drain_set", "drain_cleared", "drain_expired"];
 
 impl Book {
     pub fn new(cfg: &Config) -> Book {
@@ -216,12 +252,20 @@ impl Book {
             urls: cfg.upstreams.iter().map(|u| u.url.clone()).collect(),
             moves: Vec::new(),
             transitions: VecDeque::new(),
+            holds: Holds::default(),
+            actions: [0; ACTIONS.len()],
         }
     }
 
     pub fn route(&self) -> Route {
         let healthy = self.ups.iter().enumerate().filter(|(_, h)| h.healthy).fold(0, |m, (i, _)| m | 1 << i);
-        Route { active: self.active, healthy }
+        Route { active: self.active, healthy, drained: self.holds.drained(), pinned: self.holds.pin.is_some() }
+    }
+
+    /// The first healthy upstream that is not drained.
+    fn best(&self) -> Option<usize> {
+        let drained = self.holds.drained();
+        self.ups.iter().enumerate().position(|(i, h)| h.healthy && (i >= 32 || drained & (1 << i) == 0))
     }
 
     /// Counts one result for upstream `i` and decides where traffic goes.
@@ -243,27 +287,47 @@ impl Book {
             h.recent.push_back(Check { at_ms: unix_ms(), ok: obs.ok, took_us: took.as_micros() as u64, error });
         }
         let flipped = h.observe(obs.ok, cfg.fail_threshold, cfg.recover_threshold);
-        let mut reason = match (flipped, h.healthy) {
+        let reason = match (flipped, h.healthy) {
             (false, _) => String::new(),
             (true, true) => format!("{} healthy again ({}/{})", up.name, cfg.recover_threshold, cfg.recover_threshold),
             (true, false) => {
                 format!("{} unhealthy: {} ({}/{})", up.name, obs.why, cfg.fail_threshold, cfg.fail_threshold)
             }
         };
-        // The first healthy upstream in order serves, but moving back up the chain waits
-        // for --min-backup-time after the last move, unless the current one failed.
-        let best = self.ups.iter().position(|h| h.healthy);
-        let held = self.active_since.elapsed() < cfg.min_backup_time;
-        let next = match best {
-            None => self.active,
-            Some(b) if b < self.active && self.ups[self.active].healthy && held => {
+        self.settle(cfg, from, i, reason, flipped, Cause::Health)
+    }
+
+    /// Decides where traffic goes after upstream `i` changed (`flipped`: its health did) or
+    /// a hold did, from route `from`; a change that moves anything is returned (and counted).
+    fn settle(
+        &mut self,
+        cfg: &Config,
+        from: Route,
+        i: usize,
+        mut reason: String,
+        flipped: bool,
+        cause: Cause,
+    ) -> Option<Change> {
+        // An override serves whatever its upstream's health. Else the first healthy upstream
+        // in order that is not drained serves, but moving back up the chain waits for
+        // --min-backup-time after the last move, unless the current one failed (or an
+        // operator moved traffic).
+        let best = self.best();
+        let held = self.active_since.elapsed() < cfg.min_backup_time && cause == Cause::Health;
+        let drained = self.holds.drained();
+        let current_ok = self.ups.get(self.active).is_some_and(|h| h.healthy)
+            && (self.active >= 32 || drained & (1 << self.active) == 0);
+        let next = match (self.holds.pin.as_ref(), best) {
+            (Some(p), _) => p.target,
+            (None, None) => self.active,
+            (None, Some(b)) if b < self.active && current_ok && held => {
                 if flipped && b == i {
                     let name = cfg.name(self.active);
                     reason.push_str(&format!(", held on {name} for --min-backup-time ({:?})", cfg.min_backup_time));
                 }
                 self.active
             }
-            Some(b) => b,
+            (None, Some(b)) => b,
         };
         // Coming back from everything down is a move of traffic too, even to the same one.
         if next == self.active && from.all_down() && best.is_some() {
@@ -271,7 +335,7 @@ impl Book {
             self.active_since = Instant::now();
         }
         if next != self.active {
-            if !flipped {
+            if !flipped && cause == Cause::Health {
                 reason =
                     format!("{} healthy and --min-backup-time ({:?}) elapsed", cfg.name(next), cfg.min_backup_time);
             }
@@ -283,15 +347,21 @@ impl Book {
         if reason.is_empty() && to == from {
             return None;
         }
+        let counted = match cause {
+            Cause::Health => None,
+            Cause::Operator => Some("operator"),
+            Cause::Expired => Some("expired"),
+        };
         // `reason` says why traffic last moved: a backup failing while it is not serving
         // is news (it is logged and shown per upstream) but moves nothing.
         if to.active != from.active || to.all_down() != from.all_down() {
             self.reason.clone_from(&reason);
-            let why = match (to.all_down(), flipped) {
-                (true, _) => "all_down",
-                (false, true) if to.is_healthy(i) => "recovered",
-                (false, true) => "unhealthy",
-                (false, false) => "hold_elapsed",
+            let why = match (counted, to.all_down(), flipped) {
+                (Some(why), _, _) => why,
+                (None, true, _) => "all_down",
+                (None, false, true) if to.is_healthy(i) => "recovered",
+                (None, false, true) => "unhealthy",
+                (None, false, false) => "hold_elapsed",
             };
             self.count_move(from, to, why);
             if self.transitions.len() == TRANSITIONS_KEPT {
@@ -301,7 +371,89 @@ impl Book {
             let at_ms = unix_ms();
             self.transitions.push_back(Transition { at_ms, from: name(from), to: name(to), reason: reason.clone() });
         }
-        Some(Change { upstream: i, reason, from, to })
+        Some(Change { cause, upstream: i, reason, from, to })
+    }
+
+    /// Pins new requests to upstream `target` (replacing any override).
+    pub fn set_pin(&mut self, cfg: &Config, hold: Hold) -> Option<Change> {
+        let from = self.route();
+        let (target, name) = (hold.target, cfg.name(hold.target).to_string());
+        let reason = format!(
+            "override: new requests pinned to {name} until {} ({})",
+            crate::httpdate::Rfc3339(hold.until_unix * 1000),
+            quoted(&hold.reason)
+        );
+        self.holds.pin = Some(hold);
+        self.actions[0] += 1;
+        self.settle(cfg, from, target, reason, false, Cause::Operator)
+    }
+
+    /// Removes the override; None when there was none.
+    pub fn clear_pin(&mut self, cfg: &Config) -> Option<Change> {
+        let from = self.route();
+        let old = self.holds.pin.take()?;
+        self.actions[1] += 1;
+        let reason = format!("override on {} cleared; automatic routing", cfg.name(old.target));
+        let again = reason.clone();
+        self.settle(cfg, from, old.target, reason, false, Cause::Operator)
+            .or_else(|| Some(self.quiet_change(from, old.target, again, Cause::Operator)))
+    }
+
+    /// Drains upstream `target` (replacing a drain of it).
+    pub fn set_drain(&mut self, cfg: &Config, hold: Hold) -> Option<Change> {
+        let from = self.route();
+        let target = hold.target;
+        let reason = format!(
+            "drain: no new requests to {} until {} ({})",
+            cfg.name(target),
+            crate::httpdate::Rfc3339(hold.until_unix * 1000),
+            quoted(&hold.reason)
+        );
+        self.holds.drains.retain(|d| d.target != target);
+        self.holds.drains.push(hold);
+        self.actions[3] += 1;
+        self.settle(cfg, from, target, reason, false, Cause::Operator)
+    }
+
+    /// Ends the drain of `target` (every drain: None); None when there was none.
+    pub fn clear_drain(&mut self, cfg: &Config, target: Option<usize>) -> Option<Change> {
+        let from = self.route();
+        let before = self.holds.drains.len();
+        self.holds.drains.retain(|d| target.is_some_and(|t| d.target != t));
+        let cleared = before - self.holds.drains.len();
+        if cleared == 0 {
+            return None;
+        }
+        self.actions[4] += cleared as u64;
+        let (i, what) = match target {
+            Some(t) => (t, format!("drain of {} ended", cfg.name(t))),
+            None => (0, "every drain ended".to_string()),
+        };
+        let again = what.clone();
+        self.settle(cfg, from, i, what, false, Cause::Operator)
+            .or_else(|| Some(self.quiet_change(from, i, again, Cause::Operator)))
+    }
+
+    /// Ends the holds whose time is up; the change, if any, for the caller to announce.
+    pub fn expire(&mut self, cfg: &Config, now: Instant) -> Option<Change> {
+        let from = self.route();
+        let gone = self.holds.expire(now);
+        let first = gone.first()?;
+        let mut reason = String::new();
+        for (kind, h) in &gone {
+            self.actions[if *kind == "override" { 2 } else { 5 }] += 1;
+            let sep = if reason.is_empty() { "" } else { "; " };
+            reason.push_str(&format!("{sep}{kind} on {} expired (set for {})", cfg.name(h.target), quoted(&h.reason)));
+        }
+        let i = first.1.target;
+        let again = reason.clone();
+        self.settle(cfg, from, i, reason, false, Cause::Expired)
+            .or_else(|| Some(self.quiet_change(from, i, again, Cause::Expired)))
+    }
+
+    /// A change that moves nothing but is news (a hold ended where traffic already was).
+    fn quiet_change(&self, from: Route, i: usize, reason: String, cause: Cause) -> Change {
+        Change { cause, upstream: i, reason, from, to: self.route() }
     }
 
     fn count_move(&mut self, from: Route, to: Route, reason: &'static str) {
@@ -325,7 +477,14 @@ impl Book {
             }
         }
         self.ups = ups;
+        for h in self.holds.follow(&urls) {
+            log::warn!("SIGHUP: {} left the chain; its override or drain ({}) ends", h.url, quoted(&h.reason));
+        }
         self.urls = urls;
+        if let Some(p) = &self.holds.pin {
+            self.active = p.target;
+            return;
+        }
         // The serving upstream left the chain (or is down): the first healthy one serves.
         if self.ups.get(self.active).is_none_or(|h| !h.healthy) {
             let next = self.ups.iter().position(|h| h.healthy).unwrap_or(0);
@@ -411,6 +570,22 @@ impl Board {
             && slot.compare_exchange(at, now_ms + every.as_millis() as u64, Ordering::AcqRel, Ordering::Acquire).is_ok()
     }
 
+    /// Applies an operator's action (`act` on the book) and publishes the change.
+    pub fn hold(&self, act: impl FnOnce(&mut Book) -> Option<Change>) -> Option<Change> {
+        let mut book = self.lock();
+        let change = act(&mut book)?;
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        Some(change)
+    }
+
+    /// Ends the holds whose time is up (each worker asks once a second; one gets the change).
+    pub fn expire(&self, cfg: &Config, generation: u64, now: Instant) -> Option<Change> {
+        if generation != self.generation.load(Ordering::Acquire) {
+            return None;
+        }
+        self.hold(|book| book.expire(cfg, now))
+    }
+
     /// Every upstream has been checked once (the proxy routes on facts, not on defaults).
     pub fn first_round_done(&self) -> bool {
         self.lock().ups.iter().all(|h| h.checked)
@@ -420,6 +595,15 @@ impl Board {
     /// probed at the fast interval.
     pub fn suspect(&self, i: usize) -> bool {
         self.lock().ups.get(i).is_some_and(|h| h.healthy && h.fails > 0)
+    }
+}
+
+/// An operator's reason for the logs: quoted, or `no reason given`.
+fn quoted(reason: &str) -> String {
+    if reason.is_empty() {
+        "no reason given".into()
+    } else {
+        format!("{reason:?}")
     }
 }
 
@@ -434,6 +618,7 @@ pub fn unix_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::holds::Hold;
 
     #[test]
     fn counter_flips_at_thresholds_and_resets() {
@@ -458,7 +643,7 @@ mod tests {
 
     #[test]
     fn next_after_skips_tried_and_unhealthy_and_never_goes_back() {
-        let r = |healthy| Route { active: 0, healthy };
+        let r = |healthy| Route::up(0, healthy);
         // (healthy mask, failed on, tried mask, want)
         let cases: &[(u32, usize, u32, Option<usize>)] = &[
             (0b111, 0, 0b001, Some(1)),
@@ -494,11 +679,11 @@ mod tests {
     fn traffic_goes_down_the_chain_and_back_up() {
         let cfg = cfg(3, &["--fail-threshold=2", "--recover-threshold=2"]);
         let mut b = Book::new(&cfg);
-        assert_eq!(b.route(), Route { active: 0, healthy: 0b111 });
+        assert_eq!(b.route(), Route::up(0, 0b111));
         assert_eq!(b.observe(&cfg, 0, fail("connect refused")), None, "one failure decides nothing");
         let c = b.observe(&cfg, 0, fail("connect refused")).expect("a change");
         assert_eq!(c.reason, "primary unhealthy: connect refused (2/2)");
-        assert_eq!((c.moved(), c.to), (true, Route { active: 1, healthy: 0b110 }));
+        assert_eq!((c.moved(), c.to), (true, Route::up(1, 0b110)));
         b.observe(&cfg, 1, fail("status 503"));
         let c = b.observe(&cfg, 1, fail("status 503")).expect("a change");
         assert_eq!((c.to.active, c.reason.as_str()), (2, "backup unhealthy: status 503 (2/2)"));
@@ -510,7 +695,7 @@ mod tests {
         assert_eq!((c.to.active, c.reason.as_str()), (1, "backup healthy again (2/2)"));
         b.observe(&cfg, 0, OK);
         let c = b.observe(&cfg, 0, OK).expect("a change");
-        assert_eq!(c.to, Route { active: 0, healthy: 0b011 });
+        assert_eq!(c.to, Route::up(0, 0b011));
     }
 
     #[test]
@@ -519,7 +704,7 @@ mod tests {
         let mut b = Book::new(&cfg);
         let c = b.observe(&cfg, 1, fail("connect refused")).expect("a change");
         assert!(!c.moved());
-        assert_eq!(c.to, Route { active: 0, healthy: 0b01 });
+        assert_eq!(c.to, Route::up(0, 0b01));
         assert_eq!(b.reason, "", "last_transition is for moves of traffic");
         b.observe(&cfg, 0, fail("status 500"));
         assert_eq!(b.reason, "primary unhealthy: status 500 (1/1)");
@@ -581,5 +766,38 @@ mod tests {
             b.observe(&cfg, 0, OK);
         }
         assert_eq!(b.transitions.len(), TRANSITIONS_KEPT);
+    }
+
+    #[test]
+    fn holds_route_new_requests_and_expire_back_to_automatic() {
+        let cfg = cfg(3, &["--fail-threshold=1", "--recover-threshold=1", "--min-backup-time=1h"]);
+        let mut b = Book::new(&cfg);
+        let hold = |t: usize, secs: u64| {
+            Hold::new(t, &format!("http://127.0.0.1:{}", t + 1), Duration::from_secs(secs), "why", false)
+        };
+        let c = b.set_pin(&cfg, hold(2, 60)).unwrap();
+        assert_eq!((c.cause, c.to.active, c.to.pinned), (Cause::Operator, 2, true));
+        // Health still counts while pinned, and moves nothing.
+        let c = b.observe(&cfg, 0, fail("refused")).unwrap();
+        assert_eq!((c.to.active, c.to.is_healthy(0)), (2, false));
+        b.observe(&cfg, 0, OK);
+        // Clearing goes back to the first healthy at once (--min-backup-time holds health moves only).
+        let c = b.clear_pin(&cfg).unwrap();
+        assert_eq!((c.to.active, c.to.pinned), (0, false));
+        let c = b.set_drain(&cfg, hold(0, 60)).unwrap();
+        assert_eq!((c.to.active, c.to.drained), (1, 0b001));
+        assert_eq!(c.to.next_after(1, 0b010), Some(2));
+        assert_eq!(Route { drained: 0b100, ..c.to }.next_after(1, 0b010), None, "never to a drained one");
+        assert!(!c.to.nowhere());
+        b.set_drain(&cfg, hold(1, 0));
+        b.set_drain(&cfg, hold(2, 0));
+        assert!(b.route().nowhere(), "everything drained");
+        let c = b.expire(&cfg, Instant::now() + Duration::from_secs(1)).unwrap();
+        assert_eq!((c.cause, c.to.active, c.to.drained), (Cause::Expired, 1, 0b001));
+        assert!(c.reason.contains("drain on backup expired"), "{}", c.reason);
+        assert!(b.expire(&cfg, Instant::now() + Duration::from_secs(1)).is_none());
+        let c = b.expire(&cfg, Instant::now() + Duration::from_secs(61)).unwrap();
+        assert_eq!(c.to.active, 0, "the primary's drain ended: automatic routing");
+        assert_eq!(b.actions, [1, 1, 0, 3, 0, 3]);
     }
 }

@@ -9,6 +9,7 @@
 
 mod access_log;
 mod admin;
+mod admin_api;
 mod answer;
 pub mod buffer;
 mod chain;
@@ -21,6 +22,7 @@ mod error;
 mod exchange;
 pub mod framing;
 mod health;
+mod holds;
 pub mod http1;
 mod httpdate;
 mod logging;

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::control::Control;
-use crate::health::{Board, Book};
+use crate::health::{Board, Book, ACTIONS};
 use crate::notify::{self, NotifyStats};
 use crate::upstream::{Kind, MAX_UPSTREAMS};
 
@@ -282,6 +282,20 @@ fn transitions(out: &mut String, cfg: &Config, book: &Book) {
     }
     head(out, "failover_last_transition_timestamp_seconds", "gauge", "When traffic last moved (unix seconds).");
     let _ = writeln!(out, "failover_last_transition_timestamp_seconds {}", book.since_unix);
+    head(out, "failover_admin_actions_total", "counter", "Overrides and drains set, cleared and expired.");
+    for (action, n) in ACTIONS.iter().zip(book.actions) {
+        let _ = writeln!(out, "failover_admin_actions_total{{action=\"{action}\"}} {n}");
+    }
+    head(out, "failover_override_active", "gauge", "1 for the upstream an operator pinned new requests to.");
+    let pinned = book.holds.pin.as_ref().map(|p| p.target);
+    let drained = book.holds.drained();
+    for i in 0..cfg.upstreams.len() {
+        let _ = writeln!(out, "failover_override_active{{{}}} {}", labels(cfg, i), u8::from(pinned == Some(i)));
+    }
+    head(out, "failover_drained", "gauge", "1 for each upstream an operator drained.");
+    for i in 0..cfg.upstreams.len().min(32) {
+        let _ = writeln!(out, "failover_drained{{{}}} {}", labels(cfg, i), u8::from(drained & (1 << i) != 0));
+    }
 }
 
 fn histogram(

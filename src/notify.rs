@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::health::{unix_ms, Change, Route};
+use crate::health::{unix_ms, Cause, Change, Route};
 use crate::metrics::{self, WorkerMetrics};
 use crate::notify_text::{self, Context, Event, EventKind};
 use crate::sinks::{Notify, Sink, MAX_SINKS};
@@ -47,6 +47,7 @@ pub struct Switch {
     to_name: String,
     to_url: String,
     reason: String,
+    cause: Cause,
     notify: Arc<Notify>,
 }
 
@@ -67,6 +68,7 @@ impl Switch {
             to_name: name(c.to),
             to_url: url_of(c.to),
             reason: c.reason.clone(),
+            cause: c.cause,
             notify: cfg.notify.clone(),
         }
     }
@@ -170,7 +172,10 @@ impl Tracker {
     /// The event a switch makes, if any; `counters` are the retries and rescues so far.
     pub fn apply(&mut self, s: &Switch, counters: (u64, u64), window: Duration) -> Option<Event> {
         let (was_down, is_down) = (s.from.all_down(), s.to.all_down());
-        let kind = if is_down && !was_down {
+        let kind = if s.cause != Cause::Health {
+            // An operator's doing: news, not an incident.
+            EventKind::Override
+        } else if is_down && !was_down {
             EventKind::AllDown
         } else if was_down && !is_down {
             EventKind::AllDownResolved
@@ -204,6 +209,9 @@ impl Tracker {
             window_ms: 0,
             flap_kinds: 0,
         };
+        if kind == EventKind::Override {
+            return Some(e);
+        }
         if kind == EventKind::BackupUnhealthy {
             e.from = s.upstream_name.clone();
             e.from_url = s.upstream_url.clone();
@@ -258,7 +266,8 @@ pub fn coalesce(batch: Vec<Event>, window: Duration) -> Vec<Event> {
         }
     }
     for e in others {
-        if !out.iter().any(|o| o.kind == e.kind && o.from == e.from) {
+        // A backup failing again within the window is said once; operator actions each.
+        if e.kind != EventKind::BackupUnhealthy || !out.iter().any(|o| o.kind == e.kind && o.from == e.from) {
             out.push(e);
         }
     }
@@ -475,7 +484,7 @@ mod tests {
     use super::*;
 
     fn route(active: usize, healthy: u32) -> Route {
-        Route { active, healthy }
+        Route::up(active, healthy)
     }
 
     fn switch(at_ms: u64, from: Route, to: Route, upstream: usize) -> Switch {
@@ -498,6 +507,7 @@ mod tests {
             to_name: name(to),
             to_url: String::new(),
             reason: format!("r{at_ms}"),
+            cause: Cause::Health,
             notify: Arc::new(Notify::default()),
         }
     }

@@ -24,15 +24,18 @@ pub enum EventKind {
     BackupUnhealthy,
     /// Several switches inside the coalescing window, sent as one message.
     Flapping,
+    /// An operator set or cleared an override or a drain, or one expired.
+    Override,
 }
 
-pub const EVENT_KINDS: [EventKind; 6] = [
+pub const EVENT_KINDS: [EventKind; 7] = [
     EventKind::Failover,
     EventKind::Recovered,
     EventKind::AllDown,
     EventKind::AllDownResolved,
     EventKind::BackupUnhealthy,
     EventKind::Flapping,
+    EventKind::Override,
 ];
 
 impl EventKind {
@@ -44,6 +47,7 @@ impl EventKind {
             EventKind::AllDownResolved => "all_down_resolved",
             EventKind::BackupUnhealthy => "backup_unhealthy",
             EventKind::Flapping => "flapping",
+            EventKind::Override => "override",
         }
     }
 
@@ -58,7 +62,7 @@ impl EventKind {
 
     /// A move of traffic (these are what a flap is made of).
     pub fn is_switch(self) -> bool {
-        !matches!(self, EventKind::BackupUnhealthy | EventKind::Flapping)
+        !matches!(self, EventKind::BackupUnhealthy | EventKind::Flapping | EventKind::Override)
     }
 }
 
@@ -186,6 +190,7 @@ impl Event {
                 human(self.window_ms),
                 self.path
             ),
+            EventKind::Override => format!("operator action on {instance}: {reason}; traffic on {to}"),
         }
     }
 }
@@ -228,6 +233,7 @@ fn title(e: &Event) -> &'static str {
         EventKind::AllDownResolved => "Recovered",
         EventKind::BackupUnhealthy => "Backup unhealthy",
         EventKind::Flapping => "Flapping",
+        EventKind::Override => "Operator action",
     }
 }
 
@@ -262,6 +268,7 @@ fn discord(e: &Event, cx: &Context) -> String {
         EventKind::AllDown => 0xE74C3C,
         EventKind::BackupUnhealthy => 0xF1C40F,
         EventKind::Flapping => 0x9B59B6,
+        EventKind::Override => 0x3498DB,
         _ if e.firing() => 0xE67E22,
         _ => 0x2ECC71,
     };
@@ -295,7 +302,7 @@ fn discord(e: &Event, cx: &Context) -> String {
 /// PagerDuty Events API v2: `trigger` while an incident is open, `resolve` when it ends,
 /// one `dedup_key` per incident.
 fn pagerduty(e: &Event, cx: &Context) -> Option<String> {
-    if e.kind == EventKind::BackupUnhealthy || e.incident_id.is_empty() {
+    if matches!(e.kind, EventKind::BackupUnhealthy | EventKind::Override) || e.incident_id.is_empty() {
         return None;
     }
     let dedup_key = json_str(&format!("failover/{}/{}", cx.instance, e.incident_id));

@@ -250,7 +250,7 @@ impl Replay {
 mod tests {
     use super::*;
 
-    const ALL: Route = Route { active: 0, healthy: 0b111 };
+    const ALL: Route = Route::up(0, 0b111);
 
     fn attempt(on: usize, replay: Result<(), Skip>) -> Attempt {
         Attempt { on, tried: 1 << on, reused: false, refreshed: false, body_sent: 0, replay }
@@ -262,7 +262,7 @@ mod tests {
         let big = Err(Skip::BodyTooLarge);
         let io = Failure::Io("connection reset".into());
         let refused = Failure::Refused;
-        let one_down = Route { active: 0, healthy: 0b101 };
+        let one_down = Route::up(0, 0b101);
         let stale = Attempt { reused: true, ..attempt(0, no) };
         // (failure, attempt, route, want)
         let cases: Vec<(Failure, Attempt, Route, Decision)> = vec![
@@ -273,10 +273,10 @@ mod tests {
             (io.clone(), attempt(0, Ok(())), ALL, Decision::Next(1)),
             (io.clone(), attempt(0, no), ALL, Decision::GiveUp(Some(Skip::Method))),
             (io.clone(), attempt(0, big), ALL, Decision::GiveUp(Some(Skip::BodyTooLarge))),
-            (io.clone(), attempt(1, no), Route { active: 1, healthy: 0b011 }, Decision::GiveUp(None)),
+            (io.clone(), attempt(1, no), Route::up(1, 0b011), Decision::GiveUp(None)),
             (Failure::Status(503), attempt(0, Ok(())), ALL, Decision::Next(1)),
             (Failure::Status(503), attempt(0, no), ALL, Decision::GiveUp(Some(Skip::Method))),
-            (Failure::NoResponse, attempt(0, Ok(())), Route { active: 0, healthy: 0 }, Decision::GiveUp(None)),
+            (Failure::NoResponse, attempt(0, Ok(())), Route::up(0, 0), Decision::GiveUp(None)),
             (Failure::Closed, stale, ALL, Decision::Fresh),
             (io.clone(), stale, ALL, Decision::Fresh),
             (Failure::Closed, Attempt { body_sent: 5, ..stale }, ALL, Decision::GiveUp(Some(Skip::Method))),

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::admin;
+use crate::admin_api;
 use crate::config::Config;
 use crate::control::Control;
 use crate::health::Board;
@@ -80,6 +81,13 @@ pub fn run(cfg: Config, reload: impl Fn() -> Result<Config, String>) -> io::Resu
             );
         }
     }
+    let admin_listener = match &cfg.admin_listen {
+        Some(addr) => Some(
+            admin_api::bind(addr)
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on --admin-listen {addr}: {e}")))?,
+        ),
+        None => None,
+    };
     let mut per_worker = Vec::with_capacity(cfg.workers);
     for _ in 0..cfg.workers {
         let mut ls = vec![(listen(0)?, cfg.tls.is_some())];
@@ -116,6 +124,11 @@ pub fn run(cfg: Config, reload: impl Fn() -> Result<Config, String>) -> io::Resu
     );
     for sink in &cfg.notify.sinks {
         log::info!("notifications to the {} as instance {:?}", sink.label(), cfg.notify.instance);
+    }
+    if let (Some(l), Some(addr)) = (admin_listener, &cfg.admin_listen) {
+        admin_api::spawn(l, cfg.clone(), shared.clone())?;
+        let auth = if cfg.admin_token.is_some() { "bearer token required" } else { "no token" };
+        log::info!("admin endpoints on {addr} ({auth})");
     }
     let mut handles = Vec::with_capacity(workers.len());
     for (id, mut w) in workers.into_iter().enumerate() {
@@ -254,6 +267,8 @@ fn keep_fixed_settings(old: &Config, new: &mut Config) {
     changed("listen", old.listen != new.listen);
     changed("listen_http", old.listen_http != new.listen_http);
     changed("workers", old.workers != new.workers);
+    changed("admin_listen", old.admin_listen != new.admin_listen);
+    new.admin_listen = old.admin_listen.clone();
     changed("tls_cert/tls_key (on or off)", old.tls.is_some() != new.tls.is_some());
     new.listen = old.listen;
     new.listen_http = old.listen_http;

@@ -21,7 +21,7 @@ use crate::client::{Client, Ctx, Step};
 use crate::config::Config;
 use crate::control::Control;
 use crate::exchange::{Signals, Spare};
-use crate::health::{Board, Change, Observation, Route};
+use crate::health::{Board, Cause, Change, Observation, Route};
 use crate::metrics::WorkerMetrics;
 use crate::notify::Notifier;
 use crate::probe::{self, Outcome, Probe};
@@ -502,6 +502,11 @@ impl Worker {
             }
             Kind::Tick if index == HEARTBEAT_TICK => {
                 self.shared.metrics[self.id].beat(self.shared.control.now_ms());
+                // An override or drain whose time is up ends here (one worker gets the change).
+                if let Some(change) = self.shared.board.expire(&self.cfg, self.generation, Instant::now()) {
+                    announce(&self.cfg, &self.shared, &change);
+                    self.sync_route();
+                }
                 self.timers.arm(self.now + HEARTBEAT_EVERY, tok);
             }
             Kind::Tick if index == TRIM_TICK => {
@@ -601,9 +606,7 @@ impl Worker {
     /// logged here, once, and every worker is woken to follow it.
     fn report(&mut self, i: usize, obs: Observation) {
         let Some(change) = self.shared.board.report(&self.cfg, self.generation, i, obs) else { return };
-        log_change(&self.cfg, &change);
-        self.shared.notifier.push(&self.cfg, &change);
-        self.shared.control.wake_all();
+        announce(&self.cfg, &self.shared, &change);
     }
 
     /// Live traffic saw upstream failures: count the refusals, and confirm the rest with a
@@ -688,13 +691,24 @@ fn release_free_memory() {
     }
 }
 
+/// A change is this process's one event for it: logged, sent as a notification, and every
+/// worker woken to follow it.
+pub fn announce(cfg: &Config, shared: &Shared, change: &Change) {
+    log_change(cfg, change);
+    shared.notifier.push(cfg, change);
+    shared.control.wake_all();
+}
+
 /// The one log line of a routing change, with its event as fields for JSON logs.
 fn log_change(cfg: &Config, c: &Change) {
     let name = |i: usize| cfg.name(i);
     let url = |i: usize| cfg.upstreams.get(i).map_or("?", |u| u.url.as_str());
     let (upstream, reason) = (name(c.upstream), c.reason.as_str());
     let (to, to_url) = (name(c.to.active), url(c.to.active));
-    if c.to.all_down() {
+    if c.cause != Cause::Health {
+        let event = if c.cause == Cause::Expired { "hold_expired" } else { "operator" };
+        log::warn!(event, upstream, reason, to, to_url; "{reason}; traffic -> {to} ({to_url})");
+    } else if c.to.all_down() {
         log::warn!(event = "all_down", upstream, reason; "{reason}; every upstream is down");
     } else if c.moved() || c.from.all_down() {
         let event = if c.to.active < c.from.active || c.from.all_down() { "failback" } else { "failover" };
