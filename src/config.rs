@@ -539,10 +539,17 @@ fn merge(f: Flags, y: FileConfig) -> Result<Config, Error> {
                 Some(v) => access_log::Style::parse(v)
                     .ok_or_else(|| err("access-log-format", format!("{v:?} must be json or combined")))?,
             };
-            let target = access_log::Target { path, style };
-            access_log::AccessLog::open(&target)
-                .map_err(|e| err("access-log", format!("cannot open {}: {e}", target.path)))?;
-            Some(target)
+            // Checked without creating the file (`--check-config` must leave no trace); the
+            // proxy opens it at start.
+            let file = std::path::Path::new(&path);
+            let dir = file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+            if path != "-" && !file.exists() && !dir.is_dir() {
+                return Err(err("access-log", format!("cannot open {path}: {} is not a directory", dir.display())));
+            }
+            if path != "-" && file.is_dir() {
+                return Err(err("access-log", format!("cannot open {path}: it is a directory")));
+            }
+            Some(access_log::Target { path, style })
         }
     };
     let admin_token = match f.admin_token_file.or(y.admin_token_file) {

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::access_log::AccessLog;
 use crate::admin;
 use crate::admin_api;
 use crate::config::Config;
@@ -80,6 +81,10 @@ pub fn run(cfg: Config, reload: impl Fn() -> Result<Config, String>) -> io::Resu
                  (right for a rolling restart, a mistake otherwise)"
             );
         }
+    }
+    if let Some(t) = &cfg.access_log {
+        AccessLog::open(t)
+            .map_err(|e| io::Error::new(e.kind(), format!("--access-log: cannot open {}: {e}", t.path)))?;
     }
     let admin_listener = match &cfg.admin_listen {
         Some(addr) => Some(

@@ -14,6 +14,7 @@ mod keepalive;
 mod limits;
 mod metrics;
 mod notify;
+mod notify_https;
 mod r#override;
 mod probes;
 mod rejects;

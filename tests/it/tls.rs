@@ -10,7 +10,7 @@
 //! 127.0.0.1 (`localhost` resolves there).
 
 #[path = "common/tls.rs"]
-mod tls_kit;
+pub(crate) mod tls_kit;
 
 use crate::common::*;
 use std::time::Duration;
