@@ -10,6 +10,7 @@ use std::io::{self, Read, Write};
 use std::net::TcpListener;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -54,30 +55,65 @@ pub fn bind(addr: &AdminAddr) -> io::Result<Listener> {
     }
 }
 
-/// Serves the admin listener on a thread of its own.
+/// Serves the admin listener: a thread accepts, and each connection gets a thread of its
+/// own (at most [`MAX_CONNECTIONS`] at once), so an idle one holds up nobody.
 pub fn spawn(listener: Listener, cfg: Arc<Config>, shared: Shared) -> io::Result<()> {
-    std::thread::Builder::new().name("admin".into()).spawn(move || {
-        let mut api = Api { cfg, seen: 0, shared, pool: Pool::new(2) };
-        loop {
-            let served = match &listener {
-                Listener::Tcp(l) => l.accept().map(|(s, _)| {
-                    let _ = s.set_read_timeout(Some(READ_TIMEOUT));
-                    let _ = s.set_write_timeout(Some(READ_TIMEOUT));
-                    api.serve(s)
-                }),
-                Listener::Unix(l) => l.accept().map(|(s, _)| {
-                    let _ = s.set_read_timeout(Some(READ_TIMEOUT));
-                    let _ = s.set_write_timeout(Some(READ_TIMEOUT));
-                    api.serve(s)
-                }),
-            };
-            if let Err(e) = served {
+    let open = Arc::new(AtomicUsize::new(0));
+    std::thread::Builder::new().name("admin".into()).spawn(move || loop {
+        let accepted: io::Result<Box<dyn Conn>> = match &listener {
+            Listener::Tcp(l) => l.accept().map(|(s, _)| Box::new(s) as Box<dyn Conn>),
+            Listener::Unix(l) => l.accept().map(|(s, _)| Box::new(s) as Box<dyn Conn>),
+        };
+        let mut conn = match accepted {
+            Ok(c) => c,
+            Err(e) => {
                 log::warn!("admin listener: {e}");
                 std::thread::sleep(Duration::from_millis(100));
+                continue;
             }
+        };
+        if open.load(Ordering::Acquire) >= MAX_CONNECTIONS {
+            let _ =
+                conn.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            continue;
+        }
+        let _ = conn.timeouts(READ_TIMEOUT);
+        open.fetch_add(1, Ordering::AcqRel);
+        let (open, cfg, shared) = (open.clone(), cfg.clone(), shared.clone());
+        let spawned = std::thread::Builder::new().name("admin-conn".into()).spawn(move || {
+            let mut api = Api { cfg, seen: 0, shared, pool: Pool::new(2) };
+            if let Err(e) = api.serve(conn) {
+                log::debug!("admin connection: {e}");
+            }
+            open.fetch_sub(1, Ordering::AcqRel);
+        });
+        if let Err(e) = spawned {
+            log::warn!("admin listener: cannot start a thread: {e}");
         }
     })?;
     Ok(())
+}
+
+/// Admin connections served at once; more get 503.
+const MAX_CONNECTIONS: usize = 16;
+
+/// A connection of either kind.
+trait Conn: Read + Write + Send {
+    fn timeouts(&self, d: Duration) -> io::Result<()>;
+}
+
+impl Conn for std::net::TcpStream {
+    fn timeouts(&self, d: Duration) -> io::Result<()> {
+        self.set_read_timeout(Some(d))?;
+        self.set_write_timeout(Some(d))
+    }
+}
+
+impl Conn for std::os::unix::net::UnixStream {
+    fn timeouts(&self, d: Duration) -> io::Result<()> {
+        self.set_read_timeout(Some(d))?;
+        self.set_write_timeout(Some(d))
+    }
 }
 
 struct Api {
@@ -255,7 +291,14 @@ impl Api {
             );
         }
         let url = cfg.upstreams.get(target).map_or("", |u| u.url.as_str());
-        let hold = Hold::new(target, url, ttl, req.reason.as_deref().unwrap_or(""), !healthy);
+        let pinned = book.holds.pin.as_ref().map(|p| p.target);
+        if pin && book.holds.drained() & (1 << target.min(31)) != 0 {
+            return error(409, &format!("{name} is drained; DELETE the drain first"));
+        }
+        if !pin && pinned == Some(target) {
+            return error(409, &format!("new requests are pinned to {name}; DELETE the override first"));
+        }
+        let hold = Hold::new(target, url, ttl, req.reason.as_deref().unwrap_or(""), req.force);
         let change = self.shared.board.hold(|b| if pin { b.set_pin(&cfg, hold) } else { b.set_drain(&cfg, hold) });
         self.announce(change);
         json(200, format!("{{{}}}\n", holds_json(&cfg, &self.shared.board.snapshot(), true)))
@@ -355,9 +398,9 @@ pub fn holds_json(cfg: &Config, book: &Book, private: bool) -> String {
             h.target,
             json_str(cfg.name(h.target)),
             json_str(&h.url),
-            h.set_unix,
-            h.until_unix,
-            h.until.saturating_duration_since(now).as_secs(),
+            h.set_ms / 1000,
+            h.until_ms.div_ceil(1000),
+            h.until.saturating_duration_since(now).as_secs_f64().ceil() as u64,
             h.forced,
         )
     };

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
 use crate::holds::{Hold, Holds};
+use crate::httpdate::Rfc3339;
 use crate::upstream::{Upstream, MAX_UPSTREAMS};
 
 /// Consecutive-result counter of one upstream (after Pingora's `observe`).
@@ -294,17 +295,20 @@ impl Book {
                 format!("{} unhealthy: {} ({}/{})", up.name, obs.why, cfg.fail_threshold, cfg.fail_threshold)
             }
         };
-        self.settle(cfg, from, i, reason, flipped, Cause::Health)
+        self.settle(cfg, from, i, reason, None, flipped, Cause::Health)
     }
 
     /// Decides where traffic goes after upstream `i` changed (`flipped`: its health did) or
     /// a hold did, from route `from`; a change that moves anything is returned (and counted).
+    /// `public`: the reason as the state shows it, when the log's says more (an operator's words).
+    #[allow(clippy::too_many_arguments)]
     fn settle(
         &mut self,
         cfg: &Config,
         from: Route,
         i: usize,
         mut reason: String,
+        public: Option<String>,
         flipped: bool,
         cause: Cause,
     ) -> Option<Change> {
@@ -354,8 +358,9 @@ impl Book {
         };
         // `reason` says why traffic last moved: a backup failing while it is not serving
         // is news (it is logged and shown per upstream) but moves nothing.
-        if to.active != from.active || to.all_down() != from.all_down() {
-            self.reason.clone_from(&reason);
+        if to.active != from.active || to.all_down() != from.all_down() || to.nowhere() != from.nowhere() {
+            let shown = public.unwrap_or_else(|| reason.clone());
+            self.reason.clone_from(&shown);
             let why = match (counted, to.all_down(), flipped) {
                 (Some(why), _, _) => why,
                 (None, true, _) => "all_down",
@@ -367,9 +372,9 @@ impl Book {
             if self.transitions.len() == TRANSITIONS_KEPT {
                 self.transitions.pop_front();
             }
-            let name = |r: Route| if r.all_down() { "none".to_string() } else { cfg.name(r.active).to_string() };
+            let name = |r: Route| if r.nowhere() { "none".to_string() } else { cfg.name(r.active).to_string() };
             let at_ms = unix_ms();
-            self.transitions.push_back(Transition { at_ms, from: name(from), to: name(to), reason: reason.clone() });
+            self.transitions.push_back(Transition { at_ms, from: name(from), to: name(to), reason: shown });
         }
         Some(Change { cause, upstream: i, reason, from, to })
     }
@@ -377,15 +382,12 @@ impl Book {
     /// Pins new requests to upstream `target` (replacing any override).
     pub fn set_pin(&mut self, cfg: &Config, hold: Hold) -> Option<Change> {
         let from = self.route();
-        let (target, name) = (hold.target, cfg.name(hold.target).to_string());
-        let reason = format!(
-            "override: new requests pinned to {name} until {} ({})",
-            crate::httpdate::Rfc3339(hold.until_unix * 1000),
-            quoted(&hold.reason)
-        );
+        let target = hold.target;
+        let public = format!("override: new requests pinned to {} until {}", cfg.name(target), Rfc3339(hold.until_ms));
+        let reason = format!("{public} ({})", quoted(&hold.reason));
         self.holds.pin = Some(hold);
         self.actions[0] += 1;
-        self.settle(cfg, from, target, reason, false, Cause::Operator)
+        self.operator(cfg, from, target, reason, public, Cause::Operator)
     }
 
     /// Removes the override; None when there was none.
@@ -394,25 +396,19 @@ impl Book {
         let old = self.holds.pin.take()?;
         self.actions[1] += 1;
         let reason = format!("override on {} cleared; automatic routing", cfg.name(old.target));
-        let again = reason.clone();
-        self.settle(cfg, from, old.target, reason, false, Cause::Operator)
-            .or_else(|| Some(self.quiet_change(from, old.target, again, Cause::Operator)))
+        self.operator(cfg, from, old.target, reason.clone(), reason, Cause::Operator)
     }
 
     /// Drains upstream `target` (replacing a drain of it).
     pub fn set_drain(&mut self, cfg: &Config, hold: Hold) -> Option<Change> {
         let from = self.route();
         let target = hold.target;
-        let reason = format!(
-            "drain: no new requests to {} until {} ({})",
-            cfg.name(target),
-            crate::httpdate::Rfc3339(hold.until_unix * 1000),
-            quoted(&hold.reason)
-        );
+        let public = format!("drain: no new requests to {} until {}", cfg.name(target), Rfc3339(hold.until_ms));
+        let reason = format!("{public} ({})", quoted(&hold.reason));
         self.holds.drains.retain(|d| d.target != target);
         self.holds.drains.push(hold);
         self.actions[3] += 1;
-        self.settle(cfg, from, target, reason, false, Cause::Operator)
+        self.operator(cfg, from, target, reason, public, Cause::Operator)
     }
 
     /// Ends the drain of `target` (every drain: None); None when there was none.
@@ -429,9 +425,7 @@ impl Book {
             Some(t) => (t, format!("drain of {} ended", cfg.name(t))),
             None => (0, "every drain ended".to_string()),
         };
-        let again = what.clone();
-        self.settle(cfg, from, i, what, false, Cause::Operator)
-            .or_else(|| Some(self.quiet_change(from, i, again, Cause::Operator)))
+        self.operator(cfg, from, i, what.clone(), what, Cause::Operator)
     }
 
     /// Ends the holds whose time is up; the change, if any, for the caller to announce.
@@ -439,25 +433,35 @@ impl Book {
         let from = self.route();
         let gone = self.holds.expire(now);
         let first = gone.first()?;
-        let mut reason = String::new();
+        let (mut reason, mut public) = (String::new(), String::new());
         for (kind, h) in &gone {
             self.actions[if *kind == "override" { 2 } else { 5 }] += 1;
             let sep = if reason.is_empty() { "" } else { "; " };
-            reason.push_str(&format!("{sep}{kind} on {} expired (set for {})", cfg.name(h.target), quoted(&h.reason)));
+            let what = format!("{sep}{kind} on {} expired", cfg.name(h.target));
+            reason.push_str(&format!("{what} (set for {})", quoted(&h.reason)));
+            public.push_str(&what);
         }
         let i = first.1.target;
-        let again = reason.clone();
-        self.settle(cfg, from, i, reason, false, Cause::Expired)
-            .or_else(|| Some(self.quiet_change(from, i, again, Cause::Expired)))
+        self.operator(cfg, from, i, reason, public, Cause::Expired)
     }
 
-    /// A change that moves nothing but is news (a hold ended where traffic already was).
-    fn quiet_change(&self, from: Route, i: usize, reason: String, cause: Cause) -> Change {
-        Change { cause, upstream: i, reason, from, to: self.route() }
+    /// An operator's change (or its expiry): always news, even when traffic stays put.
+    fn operator(
+        &mut self,
+        cfg: &Config,
+        from: Route,
+        i: usize,
+        reason: String,
+        public: String,
+        cause: Cause,
+    ) -> Option<Change> {
+        let again = reason.clone();
+        self.settle(cfg, from, i, reason, Some(public), false, cause)
+            .or_else(|| Some(Change { cause, upstream: i, reason: again, from, to: self.route() }))
     }
 
     fn count_move(&mut self, from: Route, to: Route, reason: &'static str) {
-        let at = |r: Route| (!r.all_down()).then_some(r.active);
+        let at = |r: Route| (!r.nowhere()).then_some(r.active);
         let (from, to) = (at(from), at(to));
         match self.moves.iter_mut().find(|m| m.from == from && m.to == to && m.reason == reason) {
             Some(m) => m.count += 1,

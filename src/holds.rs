@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::health::unix_now;
+use crate::health::unix_ms;
 
 /// The longest a hold may last, and how long one lasts when no `ttl` is given.
 pub const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -18,23 +18,26 @@ pub struct Hold {
     pub target: usize,
     pub url: String,
     pub until: Instant,
-    pub until_unix: u64,
-    pub set_unix: u64,
+    /// When it ends and when it was set (unix milliseconds).
+    pub until_ms: u64,
+    pub set_ms: u64,
     /// What the operator said (who and why).
     pub reason: String,
-    /// Set although the upstream failed its checks.
+    /// Set with `"force": true` (the upstream was failing its checks, or it is the last one
+    /// that could serve).
     pub forced: bool,
 }
 
 impl Hold {
     pub fn new(target: usize, url: &str, ttl: Duration, reason: &str, forced: bool) -> Hold {
         let ttl = ttl.min(MAX_TTL);
+        let now = unix_ms();
         Hold {
             target,
             url: url.to_string(),
             until: Instant::now() + ttl,
-            until_unix: unix_now() + ttl.as_secs(),
-            set_unix: unix_now(),
+            until_ms: now + ttl.as_millis() as u64,
+            set_ms: now,
             reason: reason.to_string(),
             forced,
         }
@@ -125,7 +128,8 @@ mod tests {
         let dropped = h.follow(&["http://a".into()]);
         assert_eq!(dropped.len(), 1, "the pinned URL left the chain");
         assert!(h.pin.is_none());
-        assert_eq!(Hold::new(0, "u", Duration::from_secs(99 * 3600), "", false).until_unix - unix_now(), 24 * 3600);
+        let long = Hold::new(0, "u", Duration::from_secs(99 * 3600), "", false);
+        assert_eq!(long.until_ms - long.set_ms, 24 * 3600 * 1000);
         assert_eq!(gone.len() + h.expire(now + MAX_TTL * 2).len(), 2);
     }
 }

@@ -12,8 +12,12 @@ page's DOM while the upstreams die and come back:
      --docs docs/status.png);
   5. primary back on the same port: `primary` serves, a backup -> primary row;
   6. at phone width (390 px) nothing overflows sideways (target/status-page-phone.png);
-  7. proxy stopped: the page keeps the last data and says it is stale;
-  8. a second proxy whose directory backup's path looks like HTML: the page shows it as
+  7. on the admin listener's page (which shows operators' reasons): an override pinning
+     `backup` for 2 s shows the PINNED BY AN OPERATOR banner and a PINNED badge
+     (target/status-page-pinned.png), then expires back to `primary`; a drain of the
+     primary shows a DRAINED badge with `backup` serving, and is gone once deleted;
+  8. proxy stopped: the page keeps the last data and says it is stale;
+  9. a second proxy whose directory backup's path looks like HTML: the page shows it as
      text and creates no element from it.
 
 The page must raise no JavaScript error and break no Content-Security-Policy rule.
@@ -42,6 +46,7 @@ import tempfile
 import threading
 import time
 import traceback
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -101,6 +106,17 @@ def get(url, timeout=2.0):
         return r.status, dict(r.headers), r.read()
 
 
+def admin_call(url, method, body=None):
+    """An operator's request to the admin listener (no token: it is on loopback)."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        raise Failure(f"{method} {url} {json.dumps(body)} answered {e.code}: {e.read()!r}")
+
+
 def tail(path, n=15):
     try:
         lines = Path(path).read_text(errors="replace").splitlines()
@@ -133,11 +149,13 @@ class Upstream:
         self.procs.stop(self.proc, signal.SIGKILL)
 
 
-def start_proxy(procs, tmp, binary, primary, backup, label):
+def start_proxy(procs, tmp, binary, primary, backup, label, admin_port=None):
     port = free_port()
     log_path = tmp / f"proxy-{label}.log"
     args = [binary, "--listen", f"127.0.0.1:{port}", "--primary", primary, "--backup", backup,
             "--check-interval", "200ms", "--fail-threshold", "2", "--recover-threshold", "2"]
+    if admin_port:
+        args += ["--admin-listen", f"127.0.0.1:{admin_port}"]
     proc = procs.start(args, log_path, cwd=ROOT)
     deadline = time.monotonic() + 10
     while True:
@@ -314,12 +332,18 @@ SNAPSHOT_JS = r"""
   const byId = (id) => document.getElementById(id);
   const text = (id) => (byId(id) ? byId(id).textContent : null);
   const data = (id, k) => (byId(id) ? byId(id).getAttribute(k) : null);
+  const shown = (id) => !!byId(id) && !!(byId(id).offsetWidth || byId(id).offsetHeight);
   return {
     active: text("active-name"),
     banner: data("banner", "data-state"),
     bannerText: text("banner-text"),
     conn: data("conn", "data-state"),
     connText: text("conn"),
+    override: data("override", "data-target"),
+    overrideShown: shown("override"),
+    overrideText: text("override"),
+    drainsShown: shown("drains"),
+    drainsText: text("drains"),
     retries: text("retries"),
     rescues: text("rescues"),
     title: document.title,
@@ -328,6 +352,8 @@ SNAPSHOT_JS = r"""
       name: c.getAttribute("data-upstream"),
       healthy: c.getAttribute("data-healthy"),
       active: c.getAttribute("data-active"),
+      pinned: c.getAttribute("data-pinned"),
+      drained: c.getAttribute("data-drained"),
       text: c.innerText,
       url: c.querySelector(".url") ? c.querySelector(".url").textContent : null,
       cells: c.querySelectorAll("[data-ok]").length,
@@ -336,7 +362,7 @@ SNAPSHOT_JS = r"""
     })),
     rows: [...document.querySelectorAll("#transitions tr")].map((r) => ({
       from: r.getAttribute("data-from"), to: r.getAttribute("data-to"),
-      current: r.getAttribute("data-current"), text: r.innerText,
+      current: r.getAttribute("data-current"), operator: r.getAttribute("data-operator"), text: r.innerText,
     })),
     injected: document.querySelectorAll("#xss, [id^=xss]").length,
     overflow: document.documentElement.scrollWidth - document.documentElement.clientWidth,
@@ -348,11 +374,13 @@ SNAPSHOT_JS = r"""
 def describe(s):
     if not s:
         return "nothing yet"
-    cards = ", ".join(f"{c['name']}(healthy={c['healthy']}, active={c['active']}, {c['cells']} checks)"
-                      for c in s["cards"])
+    cards = ", ".join(f"{c['name']}(healthy={c['healthy']}, active={c['active']}, pinned={c['pinned']}, "
+                      f"drained={c['drained']}, {c['cells']} checks)" for c in s["cards"])
     rows = ", ".join(f"{r['from']}->{r['to']}{' (current)' if r['current'] == 'true' else ''}" for r in s["rows"])
     return (f"active-name={s['active']!r}, banner={s['banner']!r} {s['bannerText']!r}, conn={s['conn']!r} "
-            f"{s['connText']!r}; cards: {cards or 'none'}; transitions: {rows or 'none'}")
+            f"{s['connText']!r}; override={s['override']!r} shown={s['overrideShown']} {s['overrideText']!r}; "
+            f"drains shown={s['drainsShown']} {s['drainsText']!r}; cards: {cards or 'none'}; "
+            f"transitions: {rows or 'none'}")
 
 
 def card(s, name):
@@ -421,10 +449,12 @@ def run(args, procs, tmp):
 
     primary = Upstream(procs, tmp, "primary").start()
     backup = Upstream(procs, tmp, "backup").start()
+    admin_port = free_port()
     proxy, port, proxy_log = start_proxy(procs, tmp, binary, f"http://127.0.0.1:{primary.port}",
-                                         f"http://127.0.0.1:{backup.port}", "main")
+                                         f"http://127.0.0.1:{backup.port}", "main", admin_port)
     base = f"http://127.0.0.1:{port}/__failover/"
-    log(f"proxy {binary} on 127.0.0.1:{port}, primary :{primary.port}, backup :{backup.port}")
+    admin = f"http://127.0.0.1:{admin_port}/__failover/"
+    log(f"proxy {binary} on 127.0.0.1:{port} (admin :{admin_port}), primary :{primary.port}, backup :{backup.port}")
 
     # The binary must serve this checkout's page (it is compiled in), under the CSP.
     status, headers, body = get(base)
@@ -494,6 +524,10 @@ def run(args, procs, tmp):
         if [(r["from"], r["to"]) for r in s["rows"]] != [
                 ("backup", "primary"), ("none", "backup"), ("backup", "none"), ("primary", "backup")]:
             raise Failure(f"transitions should be listed newest first: {describe(s)}")
+        if (s["override"] != "" or s["overrideShown"] or s["drainsShown"]
+                or any(r["operator"] != "false" for r in s["rows"])
+                or any(c["pinned"] != "false" or c["drained"] != "false" for c in s["cards"])):
+            raise Failure(f"without holds the page should show no pin, no drain, no operator row: {describe(s)}")
 
         chrome.viewport(*PHONE, mobile=True)
         time.sleep(0.3)
@@ -503,7 +537,52 @@ def run(args, procs, tmp):
         log(f"ok   nothing overflows at {PHONE[0]} px wide")
         chrome.screenshot(ROOT / "target/status-page-phone.png", PHONE[0], mobile=True)
 
-        t.gone = f"http://127.0.0.1:{port}/"
+        # Operator holds, seen on the admin listener's page (its state has the reasons).
+        # Loading the page right after the POST makes it poll at once, well inside the 2 s.
+        reason = "<i id=xss-reason>DB migration</i> & co"
+        got = admin_call(admin + "override", "POST", {"target": "backup", "ttl": "2s", "reason": reason})
+        if (got.get("override") or {}).get("name") != "backup":
+            raise Failure(f"POST {admin}override did not pin backup: {got}")
+        log("pinned backup for 2 s (POST /__failover/override)")
+        chrome.navigate(admin)
+        s = t.wait("the PINNED BY AN OPERATOR banner, a PINNED badge on backup, backup serving", lambda s: (
+            s["conn"] == "ok" and s["active"] == "backup" and s["banner"] == "pinned"
+            and "PINNED BY AN OPERATOR to backup" in s["bannerText"]
+            and s["override"] == "backup" and s["overrideShown"]
+            and f"http://127.0.0.1:{backup.port}" in s["overrideText"]
+            and ("s left" in s["overrideText"] or "ending now" in s["overrideText"])
+            and "not forced" in s["overrideText"] and reason in s["overrideText"]
+            and card(s, "backup")["pinned"] == "true" and "PINNED" in card(s, "backup")["text"]
+            and card(s, "backup")["active"] == "true"
+            and card(s, "primary")["pinned"] == "false" and "PINNED" not in card(s, "primary")["text"]))
+        if s["injected"]:
+            raise Failure(f"the operator's reason {reason!r} made an element in the page")
+        chrome.screenshot(ROOT / "target/status-page-pinned.png", DESKTOP[0])
+        t.wait("the override expires: primary serves, no pin, an operator row backup -> primary", lambda s: (
+            s["active"] == "primary" and s["banner"] == "ok" and s["override"] == "" and not s["overrideShown"]
+            and all(c["pinned"] == "false" and "PINNED" not in c["text"] for c in s["cards"])
+            and row(s, "backup", "primary")["operator"] == "true"
+            and "expired" in row(s, "backup", "primary")["text"]))
+
+        admin_call(admin + "drain", "POST", {"target": 0, "ttl": "60s", "reason": "bad deploy"})
+        log("drained the primary for 60 s (POST /__failover/drain)")
+        t.wait("a DRAINED badge on primary, backup serving", lambda s: (
+            s["active"] == "backup" and s["banner"] == "failover" and "DRAINED BY AN OPERATOR" in s["bannerText"]
+            and card(s, "primary")["drained"] == "true" and "DRAINED" in card(s, "primary")["text"]
+            and "s left" in card(s, "primary")["text"] and card(s, "primary")["healthy"] == "true"
+            and card(s, "backup")["drained"] == "false" and card(s, "backup")["active"] == "true"
+            and s["drainsShown"] and "primary" in s["drainsText"] and "bad deploy" in s["drainsText"]
+            and s["override"] == "" and not s["overrideShown"]))
+        got = admin_call(admin + "drain", "DELETE", {"target": "primary"})
+        if got.get("drains"):
+            raise Failure(f"DELETE {admin}drain left drains: {got}")
+        log("ended the drain (DELETE /__failover/drain)")
+        t.wait("the drain is gone: primary serves, no DRAINED badge", lambda s: (
+            s["active"] == "primary" and s["banner"] == "ok" and not s["drainsShown"]
+            and all(c["drained"] == "false" and "DRAINED" not in c["text"] for c in s["cards"])
+            and row(s, "backup", "primary")["operator"] == "true"))
+
+        t.gone = admin
         procs.stop(proxy)
         log("stopped the proxy")
         t.wait("the page says the proxy cannot be reached and keeps the last data", lambda s: (

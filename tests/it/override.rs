@@ -66,6 +66,9 @@ fn an_override_pins_new_requests_and_expires_on_its_own() {
     let state = s.proxy.state();
     assert_eq!(state.get("override").map(|o| o.str_field("name")), Some("backup".into()));
     assert!(state.get("override").is_some_and(|o| o.get("reason").is_none()), "the public state keeps reasons private");
+    let public = get(s.proxy.addr, "/__failover/state").text();
+    assert!(!public.contains("db maintenance"), "no operator words on the public listener: {public}");
+    assert!(public.contains("override: new requests pinned to backup until"), "{public}");
     let private = admin_request(s.admin, "GET", "/__failover/state", "", None);
     assert!(private.text().contains("\"reason\":\"db maintenance\""), "{}", private.text());
     assert!(s.proxy.log().contains("override: new requests pinned to backup"), "{}", s.proxy.log());
@@ -102,6 +105,8 @@ fn delete_ends_an_override_and_pinning_a_failing_upstream_needs_force() {
         admin_request(s.admin, "POST", "/__failover/override", r#"{"target": 1, "force": true, "ttl": "10m"}"#, None);
     assert_eq!(forced.status, 200, "{}", forced.text());
     assert!(forced.text().contains("\"forced\":true"));
+    let r = admin_request(s.admin, "POST", "/__failover/drain", r#"{"target": 1, "force": true}"#, None);
+    assert_eq!(r.status, 409, "no drain of the pinned upstream: {}", r.text());
     // The backup fails its checks but answers requests: forced means forced.
     assert_eq!(who(s.proxy.addr), "backup");
     let cleared = admin_request(s.admin, "DELETE", "/__failover/override", "", None);
@@ -183,6 +188,16 @@ fn a_drain_moves_new_requests_and_lets_old_ones_finish() {
     assert_eq!(who(proxy.addr), "backup", "new requests leave the drained primary");
     let old = slow.join().unwrap();
     assert_eq!((old.status, old.text().as_str()), (200, "primary"), "the request in flight finished on the primary");
+    // One hold per upstream at a time: no pin to a drained upstream.
+    let r = admin_request(admin, "POST", "/__failover/override", r#"{"target": "primary"}"#, None);
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(r.text().contains("drained"), "{}", r.text());
+    // An idle admin connection holds up no other.
+    let idle = std::net::TcpStream::connect(admin).unwrap();
+    let asked = Instant::now();
+    assert_eq!(admin_request(admin, "GET", "/__failover/state", "", None).status, 200);
+    assert!(asked.elapsed() < ms(3000), "waited for the idle connection: {:?}", asked.elapsed());
+    drop(idle);
     // Draining the only healthy upstream left is refused unless forced.
     let r = admin_request(admin, "POST", "/__failover/drain", r#"{"target": "backup"}"#, None);
     assert_eq!(r.status, 409, "{}", r.text());
