@@ -52,6 +52,12 @@ pub struct Try {
     pub ms: u32,
 }
 
+/// Bytes written to a client since `before` (counts wrap at 4 GiB; one response's share of
+/// the count is what matters), with `pending` more queued.
+pub fn bytes_since(sent: u32, pending: usize, before: u32) -> u64 {
+    u64::from(sent.wrapping_add(pending as u32).wrapping_sub(before))
+}
+
 /// One request as the log writes it.
 pub struct Record<'a> {
     pub at_ms: u64,
@@ -81,7 +87,7 @@ pub struct Head {
     /// Where the route pointed when the request arrived.
     pub route: usize,
     /// The client connection's sent-byte count when the request arrived.
-    pub sent_before: u64,
+    pub sent_before: u32,
 }
 
 impl Head {

@@ -12,26 +12,32 @@ pub const BUF_SIZE: usize = 32 * 1024;
 /// a head (slowloris) holds this much, not [`BUF_SIZE`].
 pub const HEAD_BUF_SIZE: usize = 4 * 1024;
 
-/// Bytes `data[start..end]` are held; `data[end..]` is free space.
+/// Bytes `data[start..end]` are held; `data[end..]` is free space. Offsets are `u32` (a
+/// buffer is at most [`BUF_SIZE`]): an idle connection's two empty slots stay small.
 pub struct Buf {
     data: Box<[u8]>,
-    start: usize,
-    end: usize,
+    start: u32,
+    end: u32,
 }
 
 impl Buf {
     /// A small buffer outside the pool (for probes, which are not per request).
     pub fn small(size: usize) -> Buf {
-        Buf { data: vec![0u8; size].into_boxed_slice(), start: 0, end: 0 }
+        Buf { data: vec![0u8; size.min(u32::MAX as usize)].into_boxed_slice(), start: 0, end: 0 }
+    }
+
+    fn range(&self) -> (usize, usize) {
+        (self.start as usize, self.end as usize)
     }
 
     /// The bytes held.
     pub fn bytes(&self) -> &[u8] {
-        &self.data[self.start..self.end]
+        let (s, e) = self.range();
+        &self.data[s..e]
     }
 
     pub fn len(&self) -> usize {
-        self.end - self.start
+        (self.end - self.start) as usize
     }
 
     pub fn is_empty(&self) -> bool {
@@ -45,7 +51,7 @@ impl Buf {
     /// Drops `n` bytes from the front.
     pub fn consume(&mut self, n: usize) {
         debug_assert!(n <= self.len());
-        self.start += n;
+        self.start += n as u32;
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
@@ -54,18 +60,20 @@ impl Buf {
 
     /// Free space after the held bytes, moving them to the front first if that makes room.
     pub fn space(&mut self) -> &mut [u8] {
-        if self.start > 0 && self.end == self.data.len() {
-            self.data.copy_within(self.start..self.end, 0);
+        let (s, e) = self.range();
+        if s > 0 && e == self.data.len() {
+            self.data.copy_within(s..e, 0);
             self.end -= self.start;
             self.start = 0;
         }
-        &mut self.data[self.end..]
+        let e = self.end as usize;
+        &mut self.data[e..]
     }
 
     /// Marks `n` bytes of [`Buf::space`] as filled.
     pub fn fill(&mut self, n: usize) {
-        debug_assert!(self.end + n <= self.data.len());
-        self.end += n;
+        debug_assert!(self.end as usize + n <= self.data.len());
+        self.end += n as u32;
     }
 
     /// Appends as much of `src` as fits; returns how much did.
@@ -80,12 +88,13 @@ impl Buf {
     /// Keeps only the first `len` held bytes (drops what was appended after them).
     pub fn truncate(&mut self, len: usize) {
         if len < self.len() {
-            self.end = self.start + len;
+            self.end = self.start + len as u32;
         }
     }
 
     pub fn bytes_mut(&mut self) -> &mut [u8] {
-        &mut self.data[self.start..self.end]
+        let (s, e) = self.range();
+        &mut self.data[s..e]
     }
 
     /// Removes held bytes `from..to` (offsets into [`Buf::bytes`]), closing the gap.
@@ -94,8 +103,9 @@ impl Buf {
         if from == to {
             return;
         }
-        self.data.copy_within(self.start + to..self.end, self.start + from);
-        self.end -= to - from;
+        let (s, e) = self.range();
+        self.data.copy_within(s + to..e, s + from);
+        self.end -= (to - from) as u32;
     }
 
     pub fn clear(&mut self) {

@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::access_log::Record;
+use crate::access_log::{bytes_since, Record};
 use crate::admin;
 use crate::answer::Answer;
 use crate::buffer::{Buf, Writer};
@@ -85,7 +85,7 @@ pub struct Client {
     pub deadline: Deadline,
     /// The upstream connection attached to the exchange in flight (a slab key of the
     /// worker's), kept here so the worker can detach it after the exchange ended.
-    pub uplink: Option<usize>,
+    pub uplink: Option<u32>,
     phase: Phase,
     ex: Option<Box<Exchange>>,
     /// When the first byte of the request head now being read arrived; while lingering,
@@ -413,14 +413,14 @@ impl Client {
         let Some(log) = cx.access.as_deref_mut() else { return };
         let cfg = cx.cfg;
         let names = |i: usize| cfg.name(i);
-        let pending = self.io.cout.as_ref().map_or(0, |b| b.len() as u64);
+        let pending = self.io.cout.as_ref().map_or(0, |b| b.len());
         let head = std::mem::take(&mut log.head);
         log.record(&Record {
             at_ms: unix_ms(),
             client: self.io.peer.ip(),
             head: &head,
             status,
-            bytes: (self.io.sent + pending).saturating_sub(head.sent_before),
+            bytes: bytes_since(self.io.sent, pending, head.sent_before),
             duration: cx.now.saturating_duration_since(self.head_started),
             upstream: None,
             upstream_status: 0,
@@ -529,7 +529,7 @@ mod tests {
     fn an_idle_connection_holds_no_per_request_state() {
         use std::mem::size_of;
         let (client, exchange) = (size_of::<super::Client>(), size_of::<crate::exchange::Exchange>());
-        assert!(client <= 256, "Client is {client} bytes");
+        assert!(client <= 208, "Client is {client} bytes");
         assert!(exchange > client, "the per-request part ({exchange} bytes) is not in the connection");
     }
 }

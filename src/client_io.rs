@@ -5,7 +5,8 @@
 //! Reads and writes here follow the edge-triggered contract of [`crate::transport`]; this
 //! file never parses HTTP.
 
-use std::net::SocketAddr;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Instant;
 
 use crate::buffer::{Buf, Pool};
@@ -15,7 +16,7 @@ use crate::transport::{Conn, SockResult};
 pub struct ClientIo {
     pub sock: Conn,
     pub ready: Readiness,
-    pub peer: SocketAddr,
+    pub peer: Peer,
     /// Bytes from the client (request heads and bodies, raw).
     pub cin: Option<Buf>,
     /// Bytes to the client that the proxy wrote: response heads and its own answers.
@@ -23,8 +24,50 @@ pub struct ClientIo {
     /// The client closed its sending side.
     pub eof: bool,
     pub last_activity: Instant,
-    /// Bytes written to the client so far (for the access log).
-    pub sent: u64,
+    /// Bytes written to the client so far, wrapping at 4 GiB (for the access log).
+    pub sent: u32,
+}
+
+/// The client's address, packed: 20 bytes where a `SocketAddr` takes 32 (an idle
+/// connection keeps it for logs, X-Forwarded-For and the access log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    ip: [u8; 16],
+    port: u16,
+    v6: bool,
+}
+
+impl Peer {
+    pub fn ip(&self) -> IpAddr {
+        if self.v6 {
+            IpAddr::V6(Ipv6Addr::from(self.ip))
+        } else {
+            IpAddr::V4(Ipv4Addr::new(self.ip[0], self.ip[1], self.ip[2], self.ip[3]))
+        }
+    }
+}
+
+impl From<SocketAddr> for Peer {
+    fn from(a: SocketAddr) -> Peer {
+        let mut ip = [0u8; 16];
+        let v6 = match a.ip() {
+            IpAddr::V4(v4) => {
+                ip[..4].copy_from_slice(&v4.octets());
+                false
+            }
+            IpAddr::V6(v6) => {
+                ip = v6.octets();
+                true
+            }
+        };
+        Peer { ip, port: a.port(), v6 }
+    }
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        SocketAddr::new(self.ip(), self.port).fmt(f)
+    }
 }
 
 /// The socket failed: the connection is over.
@@ -33,6 +76,7 @@ pub struct Broken;
 
 impl ClientIo {
     pub fn new(sock: Conn, peer: SocketAddr, now: Instant) -> ClientIo {
+        let peer = Peer::from(peer);
         ClientIo { sock, ready: Readiness::new(), peer, cin: None, cout: None, eof: false, last_activity: now, sent: 0 }
     }
 
@@ -91,7 +135,7 @@ impl ClientIo {
         }
         if n > 0 {
             self.last_activity = now;
-            self.sent += n as u64;
+            self.sent = self.sent.wrapping_add(n as u32);
         }
         match res {
             SockResult::Error(_) => Err(Broken),
@@ -112,5 +156,20 @@ impl ClientIo {
                 pool.put(b);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_packed_peer_is_the_address_it_was() {
+        for a in ["127.0.0.1:8080", "[::1]:443", "[2001:db8::7]:65535", "10.1.2.3:0"] {
+            let addr: SocketAddr = a.parse().unwrap();
+            let p = Peer::from(addr);
+            assert_eq!((p.ip(), p.to_string()), (addr.ip(), addr.to_string()));
+        }
+        assert_eq!(std::mem::size_of::<Peer>(), 20);
     }
 }

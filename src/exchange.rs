@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::access_log::{AccessLog, Head, Record, Try};
+use crate::access_log::{bytes_since, AccessLog, Head, Record, Try};
 use crate::answer::Answer;
 use crate::buffer::{Buf, Pool, Writer};
 use crate::client_io::ClientIo;
@@ -216,7 +216,7 @@ impl Exchange {
         if let Some(log) = cx.access.as_deref_mut() {
             let cfg = cx.cfg;
             let names = |i: usize| cfg.name(i);
-            let pending = io.cout.as_ref().map_or(0, |b| b.len() as u64);
+            let pending = io.cout.as_ref().map_or(0, |b| b.len());
             // 499: the client went away before its response (nginx's word for it).
             let status = if self.status == 0 { 499 } else { self.status };
             log.record(&Record {
@@ -224,7 +224,7 @@ impl Exchange {
                 client: io.peer.ip(),
                 head: &self.log,
                 status,
-                bytes: (io.sent + pending).saturating_sub(self.log.sent_before),
+                bytes: bytes_since(io.sent, pending, self.log.sent_before),
                 duration: took,
                 upstream: (!self.by_proxy && self.status != 0).then(|| cfg.name(self.target)),
                 upstream_status: if self.by_proxy { 0 } else { self.status },

@@ -371,7 +371,7 @@ impl Worker {
         loop {
             let step = {
                 let Some(c) = self.clients.get_mut(key) else { return };
-                let up = c.uplink.and_then(|u| self.uplinks.get_mut(u));
+                let up = c.uplink.and_then(|u| self.uplinks.get_mut(u as usize));
                 c.drive(&mut ctx!(self), up)
             };
             if !self.apply(key, step) {
@@ -446,7 +446,7 @@ impl Worker {
         match attached {
             Ok(u) => {
                 if let Some(c) = self.clients.get_mut(key) {
-                    c.uplink = Some(u);
+                    c.uplink = Some(u as u32);
                 }
                 true
             }
@@ -462,7 +462,7 @@ impl Worker {
 
     /// Detaches the client's upstream connection: into the pool if `reuse`, else closed.
     fn detach_uplink(&mut self, key: usize, reuse: bool) {
-        let Some(u) = self.clients.get_mut(key).and_then(|c| c.uplink.take()) else { return };
+        let Some(u) = self.clients.get_mut(key).and_then(|c| c.uplink.take()).map(|u| u as usize) else { return };
         self.uplinks.detach(u, reuse, self.now, &mut self.timers, &mut self.pool);
     }
 
