@@ -307,6 +307,7 @@ impl Worker {
                         _ => None,
                     };
                     let gen = self.next_gen();
+                    let capacity = self.clients.capacity();
                     let entry = self.clients.vacant_entry();
                     let tok = token::make(Kind::Client, entry.key(), gen);
                     if let Err(e) =
@@ -321,6 +322,12 @@ impl Worker {
                     }
                     self.shared.control.connections.fetch_add(1, Ordering::Relaxed);
                     entry.insert(c);
+                    if self.clients.capacity() != capacity {
+                        // The slab doubled: its old copy is free but still resident (glibc
+                        // keeps it in the heap), about as much again as every connection
+                        // holds. Give those pages back now; this happens log2(N) times.
+                        release_free_memory();
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
