@@ -12,6 +12,9 @@ use std::io::{self, Write as _};
 use std::net::IpAddr;
 use std::time::Duration;
 
+use crate::client_io::ClientIo;
+use crate::config::Config;
+use crate::health::unix_ms;
 use crate::http1::Marks;
 use crate::httpdate::{Clf, Rfc3339};
 
@@ -52,14 +55,22 @@ pub struct Try {
     pub ms: u32,
 }
 
-/// Bytes written to a client since `before` (counts wrap at 4 GiB; one response's share of
-/// the count is what matters), with `pending` more queued.
-pub fn bytes_since(sent: u32, pending: usize, before: u32) -> u64 {
-    u64::from(sent.wrapping_add(pending as u32).wrapping_sub(before))
+/// How one request ended, as its connection's code knows it.
+pub struct Done<'a> {
+    /// The request's head (None: the one in the log's own slot, for an answer the proxy made
+    /// without an exchange).
+    pub head: Option<&'a Head>,
+    pub status: u16,
+    pub duration: Duration,
+    /// The upstream that answered (`None`: the proxy did).
+    pub upstream: Option<usize>,
+    pub upstream_status: u16,
+    pub ttfb: Option<Duration>,
+    pub tries: &'a [Try],
 }
 
 /// One request as the log writes it.
-pub struct Record<'a> {
+struct Record<'a> {
     pub at_ms: u64,
     pub client: IpAddr,
     pub head: &'a Head,
@@ -208,8 +219,34 @@ impl AccessLog {
         }
     }
 
-    /// Appends the line of one request.
-    pub fn record(&mut self, r: &Record) {
+    /// Appends the line of one request of connection `io` (its client, and the bytes written
+    /// to it since the request arrived, counting what is still queued).
+    pub fn log(&mut self, cfg: &Config, io: &ClientIo, done: Done) {
+        let own = if done.head.is_none() { std::mem::take(&mut self.head) } else { Head::default() };
+        let head = done.head.unwrap_or(&own);
+        let pending = io.cout.as_ref().map_or(0, |b| b.len()) as u32;
+        // The sent count wraps at 4 GiB; one response's share of it is what matters.
+        let bytes = io.sent.wrapping_add(pending).wrapping_sub(head.sent_before);
+        let names = |i: usize| cfg.name(i);
+        self.record(&Record {
+            at_ms: unix_ms(),
+            client: io.peer.ip(),
+            head,
+            status: done.status,
+            bytes: u64::from(bytes),
+            duration: done.duration,
+            upstream: done.upstream.map(|i| cfg.name(i)),
+            upstream_status: done.upstream_status,
+            ttfb: done.ttfb,
+            tries: done.tries,
+            names: &names,
+        });
+        if done.head.is_none() {
+            self.head = own;
+        }
+    }
+
+    fn record(&mut self, r: &Record) {
         if self.buf.len() >= MAX_BUFFERED {
             self.dropped += 1;
             return;

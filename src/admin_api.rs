@@ -284,7 +284,7 @@ impl Api {
             let why = book.ups.get(target).map_or("", |h| h.last_error.as_str());
             return error(409, &format!("{name} fails its checks ({why}); add \"force\": true to pin it anyway"));
         }
-        if !pin && !req.force && !serves_without(&book, target) {
+        if !pin && !req.force && book.first_serving(Some(target)).is_none() {
             return error(
                 409,
                 &format!("draining {name} leaves no healthy upstream; add \"force\": true to drain it anyway"),
@@ -292,7 +292,7 @@ impl Api {
         }
         let url = cfg.upstreams.get(target).map_or("", |u| u.url.as_str());
         let pinned = book.holds.pin.as_ref().map(|p| p.target);
-        if pin && book.holds.drained() & (1 << target.min(31)) != 0 {
+        if pin && book.holds.is_drained(target) {
             return error(409, &format!("{name} is drained; DELETE the drain first"));
         }
         if !pin && pinned == Some(target) {
@@ -353,12 +353,6 @@ impl Api {
         s.write_all(&r.body)?;
         s.flush()
     }
-}
-
-/// Whether something healthy and not drained is left once `target` is drained.
-fn serves_without(book: &Book, target: usize) -> bool {
-    let drained = book.holds.drained() | (1 << target.min(31));
-    book.ups.iter().enumerate().any(|(i, h)| h.healthy && (i >= 32 || drained & (1 << i) == 0))
 }
 
 /// An upstream by position, URL or name.

@@ -10,14 +10,13 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::access_log::{bytes_since, Record};
+use crate::access_log::Done;
 use crate::admin;
 use crate::answer::Answer;
 use crate::buffer::{Buf, Writer};
 use crate::client_io::ClientIo;
 use crate::config::Config;
 use crate::exchange::{retry_after, Exchange, Flow};
-use crate::health::unix_ms;
 use crate::http1::{self, Addressing, Forward};
 use crate::metrics::NO_UPSTREAM;
 use crate::timer::Deadline;
@@ -411,24 +410,9 @@ impl Client {
     /// Logs an answer the proxy made without an exchange (the head is in the log's own slot).
     fn log_answer(&mut self, cx: &mut Ctx, status: u16) {
         let Some(log) = cx.access.as_deref_mut() else { return };
-        let cfg = cx.cfg;
-        let names = |i: usize| cfg.name(i);
-        let pending = self.io.cout.as_ref().map_or(0, |b| b.len());
-        let head = std::mem::take(&mut log.head);
-        log.record(&Record {
-            at_ms: unix_ms(),
-            client: self.io.peer.ip(),
-            head: &head,
-            status,
-            bytes: bytes_since(self.io.sent, pending, head.sent_before),
-            duration: cx.now.saturating_duration_since(self.head_started),
-            upstream: None,
-            upstream_status: 0,
-            ttfb: None,
-            tries: &[],
-            names: &names,
-        });
-        log.head = head;
+        let duration = cx.now.saturating_duration_since(self.head_started);
+        let done = Done { head: None, status, duration, upstream: None, upstream_status: 0, ttfb: None, tries: &[] };
+        log.log(cx.cfg, &self.io, done);
     }
 
     fn on_answer(&mut self, cx: &mut Ctx, close: bool) -> Pass {

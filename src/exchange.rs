@@ -10,14 +10,14 @@
 
 use std::time::{Duration, Instant};
 
-use crate::access_log::{bytes_since, AccessLog, Head, Record, Try};
+use crate::access_log::{AccessLog, Done, Head, Try};
 use crate::answer::Answer;
 use crate::buffer::{Buf, Pool, Writer};
 use crate::client_io::ClientIo;
 use crate::config::Config;
 use crate::control::Control;
 use crate::framing::Body;
-use crate::health::{unix_ms, Board, Route};
+use crate::health::{Board, Route};
 use crate::http1::{self, Addressing, Request, Response};
 use crate::metrics::{RetryReason, WorkerMetrics};
 use crate::retry::{self, Attempt, Decision, Failure, Replay};
@@ -214,24 +214,18 @@ impl Exchange {
             cx.metrics.request(self.target, self.status, self.by_proxy, Some(took));
         }
         if let Some(log) = cx.access.as_deref_mut() {
-            let cfg = cx.cfg;
-            let names = |i: usize| cfg.name(i);
-            let pending = io.cout.as_ref().map_or(0, |b| b.len());
             // 499: the client went away before its response (nginx's word for it).
             let status = if self.status == 0 { 499 } else { self.status };
-            log.record(&Record {
-                at_ms: unix_ms(),
-                client: io.peer.ip(),
-                head: &self.log,
+            let done = Done {
+                head: Some(&self.log),
                 status,
-                bytes: bytes_since(io.sent, pending, self.log.sent_before),
                 duration: took,
-                upstream: (!self.by_proxy && self.status != 0).then(|| cfg.name(self.target)),
+                upstream: (!self.by_proxy && self.status != 0).then_some(self.target),
                 upstream_status: if self.by_proxy { 0 } else { self.status },
                 ttfb: self.ttfb,
                 tries: &self.tries,
-                names: &names,
-            });
+            };
+            log.log(cx.cfg, io, done);
         }
         for slot in [&mut self.up_head, &mut self.uin] {
             if let Some(b) = slot.take() {

@@ -263,10 +263,10 @@ impl Book {
         Route { active: self.active, healthy, drained: self.holds.drained(), pinned: self.holds.pin.is_some() }
     }
 
-    /// The first healthy upstream that is not drained.
-    fn best(&self) -> Option<usize> {
-        let drained = self.holds.drained();
-        self.ups.iter().enumerate().position(|(i, h)| h.healthy && (i >= 32 || drained & (1 << i) == 0))
+    /// The first healthy upstream that is not drained (nor `also_drained`): where automatic
+    /// routing sends new requests.
+    pub fn first_serving(&self, also_drained: Option<usize>) -> Option<usize> {
+        self.ups.iter().enumerate().position(|(i, h)| h.healthy && !self.holds.is_drained(i) && also_drained != Some(i))
     }
 
     /// Counts one result for upstream `i` and decides where traffic goes.
@@ -316,11 +316,9 @@ impl Book {
         // in order that is not drained serves, but moving back up the chain waits for
         // --min-backup-time after the last move, unless the current one failed (or an
         // operator moved traffic).
-        let best = self.best();
+        let best = self.first_serving(None);
         let held = self.active_since.elapsed() < cfg.min_backup_time && cause == Cause::Health;
-        let drained = self.holds.drained();
-        let current_ok = self.ups.get(self.active).is_some_and(|h| h.healthy)
-            && (self.active >= 32 || drained & (1 << self.active) == 0);
+        let current_ok = self.ups.get(self.active).is_some_and(|h| h.healthy) && !self.holds.is_drained(self.active);
         let next = match (self.holds.pin.as_ref(), best) {
             (Some(p), _) => p.target,
             (None, None) => self.active,

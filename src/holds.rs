@@ -61,6 +61,10 @@ impl Holds {
         self.drains.iter().filter(|d| d.target < 32).fold(0, |m, d| m | 1 << d.target)
     }
 
+    pub fn is_drained(&self, i: usize) -> bool {
+        self.drains.iter().any(|d| d.target == i)
+    }
+
     /// Removes what has expired; returns it (pin first).
     pub fn expire(&mut self, now: Instant) -> Vec<(&'static str, Hold)> {
         let mut gone = Vec::new();

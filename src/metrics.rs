@@ -288,13 +288,12 @@ fn transitions(out: &mut String, cfg: &Config, book: &Book) {
     }
     head(out, "failover_override_active", "gauge", "1 for the upstream an operator pinned new requests to.");
     let pinned = book.holds.pin.as_ref().map(|p| p.target);
-    let drained = book.holds.drained();
     for i in 0..cfg.upstreams.len() {
         let _ = writeln!(out, "failover_override_active{{{}}} {}", labels(cfg, i), u8::from(pinned == Some(i)));
     }
     head(out, "failover_drained", "gauge", "1 for each upstream an operator drained.");
-    for i in 0..cfg.upstreams.len().min(32) {
-        let _ = writeln!(out, "failover_drained{{{}}} {}", labels(cfg, i), u8::from(drained & (1 << i) != 0));
+    for i in 0..cfg.upstreams.len() {
+        let _ = writeln!(out, "failover_drained{{{}}} {}", labels(cfg, i), u8::from(book.holds.is_drained(i)));
     }
 }
 

@@ -108,16 +108,14 @@ impl Target {
 
     /// Sends one request and reads the response head.
     fn send(&self, request: &str, deadline: Instant) -> io::Result<Vec<u8>> {
-        let sock = self.connect(deadline)?;
-        let head = match &self.tls {
-            None => exchange(sock, request.as_bytes(), deadline)?,
+        let mut sock = self.connect(deadline)?;
+        match &self.tls {
+            None => exchange(&mut sock, request.as_bytes(), deadline),
             Some(tls) => {
                 let conn = tls.client().map_err(io::Error::other)?;
-                let mut stream = rustls::StreamOwned::new(conn, sock);
-                exchange_tls(&mut stream, request.as_bytes(), deadline)?
+                exchange(&mut rustls::StreamOwned::new(conn, sock), request.as_bytes(), deadline)
             }
-        };
-        Ok(head)
+        }
     }
 
     fn connect(&self, deadline: Instant) -> io::Result<TcpStream> {
@@ -145,27 +143,32 @@ fn remaining(deadline: Instant) -> io::Result<Duration> {
     Ok(left)
 }
 
-/// Sends the request and reads until the end of the response head (or 16 KB, or EOF).
-fn exchange(mut sock: TcpStream, request: &[u8], deadline: Instant) -> io::Result<Vec<u8>> {
-    sock.set_write_timeout(Some(remaining(deadline)?))?;
-    sock.write_all(request)?;
-    read_head(|buf| {
-        sock.set_read_timeout(Some(remaining(deadline)?))?;
-        sock.read(buf)
-    })
+/// A stream over a TCP socket (plain, or TLS on top), whose socket carries the timeouts.
+trait OverTcp: Read + Write {
+    fn tcp(&self) -> &TcpStream;
 }
 
-fn exchange_tls(
-    stream: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
-    request: &[u8],
-    deadline: Instant,
-) -> io::Result<Vec<u8>> {
-    stream.sock.set_write_timeout(Some(remaining(deadline)?))?;
-    stream.sock.set_read_timeout(Some(remaining(deadline)?))?;
+impl OverTcp for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl OverTcp for rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        &self.sock
+    }
+}
+
+/// Sends the request and reads until the end of the response head (or 16 KB, or EOF);
+/// every socket operation gets what is left until `deadline` (a TLS write may read too).
+fn exchange(stream: &mut impl OverTcp, request: &[u8], deadline: Instant) -> io::Result<Vec<u8>> {
+    stream.tcp().set_write_timeout(Some(remaining(deadline)?))?;
+    stream.tcp().set_read_timeout(Some(remaining(deadline)?))?;
     stream.write_all(request)?;
     stream.flush()?;
     read_head(|buf| {
-        stream.sock.set_read_timeout(Some(remaining(deadline)?))?;
+        stream.tcp().set_read_timeout(Some(remaining(deadline)?))?;
         stream.read(buf)
     })
 }
