@@ -42,6 +42,19 @@ fn value(samples: &[(String, f64)], series: &str) -> f64 {
     samples.iter().find(|(s, _)| s == series).map(|(_, v)| *v).unwrap_or_else(|| panic!("no {series}"))
 }
 
+/// A scrape once `ready` holds for it (within 3 s; else the last one). A worker counts a
+/// response after its last byte went out and a connection after it closed it, so a scrape
+/// right after the client read may come a moment before the count.
+fn settled(proxy: &Proxy, ready: impl Fn(&[(String, f64)]) -> bool) -> Vec<(String, f64)> {
+    let mut samples = scrape(proxy);
+    let deadline = std::time::Instant::now() + ms(3000);
+    while !ready(&samples) && std::time::Instant::now() < deadline {
+        std::thread::sleep(ms(20));
+        samples = scrape(proxy);
+    }
+    samples
+}
+
 #[test]
 fn counts_move_with_requests_retries_checks_and_switches() {
     let primary = Upstream::named("primary");
@@ -56,8 +69,10 @@ fn counts_move_with_requests_retries_checks_and_switches() {
         assert_eq!(who(proxy.addr), "primary");
     }
     assert_eq!(get(proxy.addr, "/__failover/nope").status, 404);
-    let after = scrape(&proxy);
     let primary_2xx = "failover_requests_total{upstream=\"primary\",code_class=\"2xx\"}";
+    let after = settled(&proxy, |s| {
+        value(s, primary_2xx) - value(&before, primary_2xx) >= 5.0 && value(s, "failover_client_connections") <= 1.0
+    });
     assert_eq!(value(&after, primary_2xx) - value(&before, primary_2xx), 5.0);
     let count = "failover_request_duration_seconds_count";
     assert_eq!(value(&after, count) - value(&before, count), 5.0);
@@ -91,7 +106,8 @@ fn counts_are_summed_over_workers() {
     for _ in 0..40 {
         assert_eq!(who(proxy.addr), "primary");
     }
-    let samples = scrape(&proxy);
-    assert_eq!(value(&samples, "failover_requests_total{upstream=\"primary\",code_class=\"2xx\"}"), 40.0);
+    let primary_2xx = "failover_requests_total{upstream=\"primary\",code_class=\"2xx\"}";
+    let samples = settled(&proxy, |s| value(s, primary_2xx) >= 40.0);
+    assert_eq!(value(&samples, primary_2xx), 40.0);
     assert_eq!(proxy.state().u64_field("retries"), 0);
 }
