@@ -20,6 +20,9 @@
 #   SECONDS  length of one wrk run                                 default 5
 #   ROUNDS   number of interleaved rounds                          default 3
 #   BIN=...  the failover binary (default target/release/failover, built if missing)
+#   BASE=... / BASE_FLAGS=...  also measure a second failover, "base" (port 8083): the
+#            binary BASE (default BIN) with BASE_FLAGS added, for a before/after of one
+#            change in the same run, e.g. BASE_FLAGS=--no-splice or BASE=/tmp/old-failover
 #   IDLE=N   then also the memory each proxy holds per idle keep-alive connection: N
 #            connections, one GET each, kept open; RSS growth of the proxy (its workers
 #            included) over N. Needs python3. (2026-12-01, IDLE=5000: failover 227 B,
@@ -42,6 +45,7 @@ ROUNDS=${4:-3}
 FAILOVER_PORT=8080
 HAPROXY_PORT=8081
 NGINX_PORT=8082
+BASE_PORT=8083
 UPSTREAM_PORT=9001
 DEAD_PORT=9002 # the backup: nothing listens here
 
@@ -72,7 +76,7 @@ fi
 # A process already on one of these ports would take part of the load (SO_REUSEPORT) or
 # answer instead of ours, and every figure would be wrong.
 taken=""
-for port in $FAILOVER_PORT $HAPROXY_PORT $NGINX_PORT $UPSTREAM_PORT $DEAD_PORT; do
+for port in $FAILOVER_PORT $HAPROXY_PORT $NGINX_PORT $BASE_PORT $UPSTREAM_PORT $DEAD_PORT; do
   if ss -ltn | awk -v p=":$port" 'NR > 1 && substr($4, length($4) - length(p) + 1) == p {found = 1} END {exit !found}'; then
     taken="$taken $port"
   fi
@@ -210,6 +214,18 @@ started+=("$NGINX_PID")
 FAILOVER_PID=$!
 started+=("$FAILOVER_PID")
 
+if [ -n "${BASE:-}${BASE_FLAGS:-}" ]; then
+  BASE=${BASE:-$BIN}
+  case $BASE in /*) ;; *) BASE=$OLDPWD/$BASE ;; esac
+  [ -x "$BASE" ] || die "BASE=$BASE is not an executable"
+  # shellcheck disable=SC2086 # BASE_FLAGS is a list of flags
+  "$BASE" --listen=127.0.0.1:$BASE_PORT \
+    --primary=http://127.0.0.1:$UPSTREAM_PORT --backup=http://127.0.0.1:$DEAD_PORT \
+    --health-path=/healthz --workers=1 ${BASE_FLAGS:-} >"$WORK/base.log" 2>&1 &
+  BASE_PID=$!
+  started+=("$BASE_PID")
+fi
+
 # The targets, in the order of each round. The PID is the process whose CPU time is
 # counted (with its children: the nginx master's worker); none for direct.
 NAMES=(direct haproxy nginx failover)
@@ -217,6 +233,9 @@ PORTS=("$UPSTREAM_PORT" "$HAPROXY_PORT" "$NGINX_PORT" "$FAILOVER_PORT")
 PIDS=("" "$HAPROXY_PID" "$NGINX_PID" "$FAILOVER_PID")
 SERVERS=("$UPSTREAM_PID" "$HAPROXY_PID" "$NGINX_PID" "$FAILOVER_PID") # who answers on the port
 LOGS=("$WORK/upstream/error.log" "$WORK/haproxy.log" "$WORK/proxy/error.log" "$WORK/failover.log")
+if [ -n "${BASE_PID:-}" ]; then
+  NAMES+=(base) PORTS+=("$BASE_PORT") PIDS+=("$BASE_PID") SERVERS+=("$BASE_PID") LOGS+=("$WORK/base.log")
+fi
 
 # Wait until every target answers PATH with 200 (up to 10 s each).
 for i in "${!NAMES[@]}"; do
@@ -329,6 +348,10 @@ echo "ratio_vs_haproxy=$(ratio "${MED_RPS[3]}" "${MED_RPS[1]}")" \
   "ratio_vs_nginx=$(ratio "${MED_RPS[3]}" "${MED_RPS[2]}")"
 echo "cpu_per_req_haproxy_over_failover=$(ratio "${MED_CPU[1]}" "${MED_CPU[3]}")" \
   "cpu_per_req_nginx_over_failover=$(ratio "${MED_CPU[2]}" "${MED_CPU[3]}")"
+if [ -n "${BASE_PID:-}" ]; then
+  echo "failover_over_base_rps=$(ratio "${MED_RPS[3]}" "${MED_RPS[4]}")" \
+    "cpu_per_req_base_over_failover=$(ratio "${MED_CPU[4]}" "${MED_CPU[3]}")"
+fi
 
 # --- memory per idle keep-alive connection (IDLE=N) ---------------------------------------
 if [ -n "${IDLE:-}" ]; then

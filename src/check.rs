@@ -85,7 +85,8 @@ pub fn effective(cfg: &Config) -> String {
     }
     let _ = writeln!(out, "max_connections: {}", cfg.max_connections);
     let _ = writeln!(out, "workers: {}", cfg.workers);
-    let _ = writeln!(out, "pin_cores: {}\njson_logs: {}", cfg.pin_cores, cfg.json_logs);
+    let _ = writeln!(out, "pin_cores: {}\nno_splice: {}", cfg.pin_cores, cfg.no_splice);
+    let _ = writeln!(out, "json_logs: {}", cfg.json_logs);
     match &cfg.access_log {
         Some(t) => {
             let style = if t.style == Style::Json { "json" } else { "combined" };

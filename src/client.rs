@@ -513,7 +513,9 @@ mod tests {
     fn an_idle_connection_holds_no_per_request_state() {
         use std::mem::size_of;
         let (client, exchange) = (size_of::<super::Client>(), size_of::<crate::exchange::Exchange>());
-        assert!(client <= 208, "Client is {client} bytes");
+        // mio keeps a selector id in each socket in debug builds: 8 bytes more there.
+        let limit = if cfg!(debug_assertions) { 216 } else { 208 };
+        assert!(client <= limit, "Client is {client} bytes");
         assert!(exchange > client, "the per-request part ({exchange} bytes) is not in the connection");
     }
 }

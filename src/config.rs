@@ -187,6 +187,10 @@ pub struct Flags {
     /// Pin worker i to core i
     #[arg(long)]
     pub pin_cores: bool,
+    /// Copy large response bodies through user space instead of splice(2) between the
+    /// sockets
+    #[arg(long)]
+    pub no_splice: bool,
     /// Log one JSON object per line
     #[arg(long)]
     pub json_logs: bool,
@@ -272,6 +276,7 @@ struct FileConfig {
     pagerduty_key: Option<String>,
     instance: Option<String>,
     pin_cores: Option<bool>,
+    no_splice: Option<bool>,
     json_logs: Option<bool>,
 }
 
@@ -344,6 +349,8 @@ pub struct Config {
     pub retry_buffer: u64,
     pub min_backup_time: Duration,
     pub pin_cores: bool,
+    /// Large plain-TCP response bodies are copied, not spliced.
+    pub no_splice: bool,
     pub json_logs: bool,
     /// The listener speaks TLS with this certificate.
     pub tls: Option<Arc<ListenerTls>>,
@@ -639,6 +646,7 @@ fn merge(f: Flags, y: FileConfig) -> Result<Config, Error> {
         retry_buffer,
         min_backup_time,
         pin_cores: f.pin_cores || y.pin_cores.unwrap_or(false),
+        no_splice: f.no_splice || y.no_splice.unwrap_or(false),
         json_logs: f.json_logs || y.json_logs.unwrap_or(false),
     })
 }

@@ -21,6 +21,7 @@ use crate::health::{Board, Route};
 use crate::http1::{self, Addressing, Request, Response};
 use crate::metrics::{RetryReason, WorkerMetrics};
 use crate::retry::{self, Attempt, Decision, Failure, Replay};
+use crate::splice::{Pipe, Pipes};
 use crate::static_files::FileBody;
 use crate::upstream::{Kind, Upstream, MAX_UPSTREAMS};
 
@@ -39,6 +40,8 @@ pub struct Ctx<'a> {
     /// Where connections are registered (a refused address is retried on the next one).
     pub registry: &'a mio::Registry,
     pub pool: &'a mut Pool,
+    /// Pipes for bodies relayed with `splice`.
+    pub pipes: &'a mut Pipes,
     /// Ended exchanges to reuse, so a request allocates nothing.
     pub spare: &'a mut Spare,
     /// This worker's counters, and every worker's (for the endpoints that sum them).
@@ -153,6 +156,9 @@ pub struct Exchange {
     pub(crate) tries: Vec<Try>,
     pub(crate) attempt_started: Instant,
     pub(crate) ttfb: Option<Duration>,
+    /// The pipe a large response body goes through, socket to socket, once it is past
+    /// what was read with the head.
+    pub(crate) pipe: Option<Pipe>,
 }
 
 impl Exchange {
@@ -187,6 +193,7 @@ impl Exchange {
             tries: Vec::new(),
             attempt_started: now,
             ttfb: None,
+            pipe: None,
         }
     }
 
@@ -234,6 +241,9 @@ impl Exchange {
         }
         self.replay.release(cx.pool);
         self.file = None;
+        if let Some(p) = self.pipe.take() {
+            cx.pipes.put(p);
+        }
         if cx.spare.len() < SPARE {
             cx.spare.push(self);
         }

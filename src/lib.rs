@@ -36,6 +36,7 @@ mod resolve;
 mod retry;
 mod server;
 mod sinks;
+mod splice;
 mod static_files;
 mod systemd;
 mod timer;

@@ -6,6 +6,7 @@
 //! decides between a retry and an answer. This file never parses a request head and never
 //! creates or pools a connection.
 
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::time::SystemTime;
 
@@ -17,7 +18,8 @@ use crate::http1;
 use crate::metrics::RetryReason;
 use crate::readiness::R;
 use crate::retry::{self, Attempt, Decision, Failure};
-use crate::transport::SockResult;
+use crate::splice;
+use crate::transport::{self, SockResult};
 use crate::uplink::{kind_text, UpState, Uplink};
 
 /// A step either made progress (true) or not, or ended the pass with a [`Flow`].
@@ -145,11 +147,19 @@ impl Exchange {
     fn read_response_head(&mut self, io: &mut ClientIo, cx: &mut Ctx, up: &mut Uplink) -> StepResult {
         let mut moved = false;
         let complete = self.resp.is_some() && self.resp_body.is_done();
-        if up.state == UpState::Busy && !self.up_eof && up.ready.can_read() && !complete {
+        // With a pipe, the body goes socket to socket ([`Self::splice_body`]).
+        let piped = self.pipe.is_some();
+        if up.state == UpState::Busy && !self.up_eof && up.ready.can_read() && !complete && !piped {
             let buf = cx.pool.ensure(&mut self.uin);
             if !buf.is_full() {
                 let handshaking = up.sock.handshaking();
-                let (n, res) = up.sock.read_into(&mut up.ready, buf);
+                // Where a large body could be spliced, a head is read in a small bite: the
+                // body behind it then stays in the kernel.
+                let (n, res) = if self.resp.is_none() && cx.pipes.bite(self.target) && splice_ok(io, cx, up) {
+                    transport::read_upto(&mut up.sock.sock, &mut up.ready, buf, splice::HEAD_BITE)
+                } else {
+                    up.sock.read_into(&mut up.ready, buf)
+                };
                 // The handshake finishing unblocks the request body: go round again.
                 moved |= handshaking && !up.sock.handshaking();
                 if n > 0 {
@@ -222,6 +232,8 @@ impl Exchange {
                     self.status = resp.status;
                     self.ttfb = Some(cx.now.saturating_duration_since(self.started));
                     self.resp_body = Body::start(resp.framing, u64::MAX);
+                    let len = if let Framing::Length(n) = resp.framing { Some(n) } else { None };
+                    cx.pipes.saw(self.target, len);
                     // Nothing is re-sent once a response head is relayed.
                     self.replay.release(cx.pool);
                     if let Some(b) = self.up_head.take() {
@@ -239,7 +251,7 @@ impl Exchange {
 
     /// Validates the response body as it arrives and writes it to the client after the
     /// response head.
-    fn forward_response(&mut self, io: &mut ClientIo, cx: &mut Ctx, _up: &mut Uplink) -> StepResult {
+    fn forward_response(&mut self, io: &mut ClientIo, cx: &mut Ctx, up: &mut Uplink) -> StepResult {
         if let (Some(resp), Some(uin)) = (self.resp, self.uin.as_mut()) {
             if !self.resp_body.is_done() {
                 // A chunked response is re-framed as a request is: canonical size lines, and
@@ -266,13 +278,74 @@ impl Exchange {
                 return Err(Flow::Close);
             }
         }
-        io.write(self.uin.as_mut(), &mut self.resp_fwd, cx.now).map(|n| n > 0).map_err(|_| Flow::Close)
+        let wrote = io.write(self.uin.as_mut(), &mut self.resp_fwd, cx.now).map_err(|_| Flow::Close)? > 0;
+        Ok(self.splice_body(io, cx, up)? | wrote)
+    }
+
+    /// Past what was read with the head, a large body of plain length (or up to the close)
+    /// goes from the upstream's socket to the client's through a pipe, never through user
+    /// space: nothing re-frames it and, with its head relayed, nothing replays it.
+    fn splice_body(&mut self, io: &mut ClientIo, cx: &mut Ctx, up: &mut Uplink) -> StepResult {
+        if self.pipe.is_none() {
+            let large = match self.resp_body {
+                Body::Length(n) => n >= splice::MIN_BODY,
+                Body::UntilClose => true,
+                _ => false,
+            };
+            let plain = splice_ok(io, cx, up);
+            let caught_up = io.cout_empty() && self.uin.as_ref().is_none_or(Buf::is_empty);
+            let reframed = self.resp.is_none_or(|r| r.dechunk);
+            if !(large && plain && caught_up) || reframed || self.up_eof {
+                return Ok(false);
+            }
+            self.pipe = cx.pipes.take();
+        }
+        let Some(pipe) = self.pipe.as_mut() else { return Ok(false) };
+        let mut moved = 0;
+        let left = match self.resp_body {
+            Body::Length(n) => n,
+            Body::UntilClose => u64::MAX,
+            _ => 0,
+        };
+        if left > 0 && !self.up_eof && up.ready.can_read() {
+            let (n, res) = pipe.fill(up.sock.sock.as_raw_fd(), &mut up.ready, left);
+            moved += n;
+            if let Body::Length(l) = self.resp_body {
+                self.resp_body = if l == n as u64 { Body::Done } else { Body::Length(l - n as u64) };
+            }
+            match res {
+                SockResult::Closed => self.up_eof = true,
+                SockResult::Error(_) => return Err(Flow::Close),
+                _ => {}
+            }
+        }
+        if pipe.held() > 0 && io.ready.can_write() {
+            let (n, res) = pipe.drain(io.sock.sock.as_raw_fd(), &mut io.ready);
+            moved += n;
+            io.sent = io.sent.wrapping_add(n as u32);
+            if let SockResult::Error(_) = res {
+                return Err(Flow::Close);
+            }
+        }
+        if self.up_eof && !self.resp_body.is_done() {
+            if matches!(self.resp_body, Body::UntilClose) {
+                self.resp_body = Body::Done;
+            } else if pipe.held() == 0 {
+                log::debug!("client={} upstream closed in the middle of the response body", io.peer);
+                return Err(Flow::Close);
+            }
+        }
+        if moved > 0 {
+            io.last_activity = cx.now;
+        }
+        Ok(moved > 0)
     }
 
     /// The response went out whole: a tunnel after a 101, else the exchange is done.
     fn finish(&mut self, io: &mut ClientIo) -> Option<Flow> {
         let resp = self.resp?;
-        if !io.cout_empty() || self.resp_fwd > 0 || !self.resp_body.is_done() {
+        let piped = self.pipe.as_ref().is_some_and(|p| p.held() > 0);
+        if !io.cout_empty() || self.resp_fwd > 0 || !self.resp_body.is_done() || piped {
             return None;
         }
         if resp.status == 101 {
@@ -464,4 +537,9 @@ fn io_fail(up: &Uplink, what: String) -> Failure {
         Some(tls) => Failure::Io(format!("TLS: {tls}")),
         None => Failure::Io(what),
     }
+}
+
+/// Both sides are plain TCP and splicing is on: a response body may go through a pipe.
+fn splice_ok(io: &ClientIo, cx: &Ctx, up: &Uplink) -> bool {
+    io.sock.tls.is_none() && up.sock.tls.is_none() && !cx.cfg.no_splice && cx.pipes.usable()
 }

@@ -69,14 +69,22 @@ impl Conn {
 
 /// Reads into the free space of `buf` until it is full or the socket would block.
 pub fn read_into(sock: &mut TcpStream, ready: &mut Readiness, buf: &mut Buf) -> (usize, SockResult) {
+    read_upto(sock, ready, buf, usize::MAX)
+}
+
+/// Reads as [`read_into`] does, but at most `max` bytes: what stays in the socket can go
+/// on another way (a response body, with `splice`).
+pub fn read_upto(sock: &mut TcpStream, ready: &mut Readiness, buf: &mut Buf, max: usize) -> (usize, SockResult) {
     let mut total = 0;
     // After a hang-up hint the zero-byte read must still happen, so no short-read shortcut.
     let hup = ready.event & HUP != 0;
     loop {
         let space = buf.space();
-        if space.is_empty() {
+        let room = space.len().min(max - total);
+        if room == 0 {
             return (total, SockResult::Continue);
         }
+        let space = &mut space[..room];
         match sock.read(space) {
             Ok(0) => {
                 ready.event &= !(R | HUP);

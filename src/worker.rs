@@ -26,6 +26,7 @@ use crate::metrics::WorkerMetrics;
 use crate::notify::Notifier;
 use crate::probe::{self, Outcome, Probe};
 use crate::resolve::Resolver;
+use crate::splice::Pipes;
 use crate::timer::Timers;
 use crate::token::{self, Kind};
 use crate::transport::Conn;
@@ -64,6 +65,7 @@ macro_rules! ctx {
             cfg: &$w.cfg,
             registry: $w.poll.registry(),
             pool: &mut $w.pool,
+            pipes: &mut $w.pipes,
             spare: &mut $w.spare,
             metrics: &$w.shared.metrics[$w.id],
             all_metrics: &$w.shared.metrics,
@@ -93,6 +95,7 @@ pub struct Worker {
     /// The probe request of each upstream, by position.
     probe_requests: Vec<Vec<u8>>,
     pool: Pool,
+    pipes: Pipes,
     spare: Spare,
     timers: Timers,
     route: Route,
@@ -148,6 +151,7 @@ impl Worker {
             // Free buffers kept for reuse (16 MiB at 32 KiB each); past that they go back to
             // the allocator, so a burst of connections does not pin its memory for good.
             pool: Pool::new(512),
+            pipes: Pipes::default(),
             spare: Vec::new(),
             timers: Timers::new(),
             route,

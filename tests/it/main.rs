@@ -23,6 +23,7 @@ mod resilience;
 mod routing;
 mod shutdown;
 mod smuggling;
+mod splice;
 mod static_backup;
 mod tls;
 mod zero_error;

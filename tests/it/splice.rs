@@ -1,0 +1,183 @@
+//! Large response bodies between plain-TCP sockets go through a kernel pipe (`splice`)
+//! instead of user space. What a client sees must not change: every byte, in order, the
+//! connection kept or closed as before, the upstream connection reused. Each test runs
+//! with splicing (the default) and with `--no-splice` (the copy path), and expects the same.
+
+use crate::common::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::thread;
+use std::time::Duration;
+
+/// `n` bytes that differ from any shifted copy of themselves: a lost, doubled or
+/// reordered range shows.
+fn body(n: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+/// Answers `/N` with N bytes of `body(N, N)`, with Content-Length, keeping the connection.
+fn sized_upstream() -> Upstream {
+    Upstream::with(|s| {
+        let n: usize = s.target().trim_start_matches('/').parse().unwrap_or(0);
+        Action::Reply(reply(200, &body(n, n as u32)))
+    })
+}
+
+fn proxies(primary: &Upstream, backup: &Upstream) -> Vec<(&'static str, Proxy)> {
+    ["splice", "copy"]
+        .into_iter()
+        .map(|how| {
+            let b = Proxy::builder(&primary.url(), &backup.url()).set("--workers", "1");
+            (how, if how == "copy" { b.flag("--no-splice") } else { b }.start())
+        })
+        .collect()
+}
+
+fn get_req(path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: {HOST}\r\n\r\n").into_bytes()
+}
+
+#[test]
+fn bodies_of_every_size_arrive_whole_over_one_connection_each_side() {
+    let primary = sized_upstream();
+    let backup = Upstream::named("backup");
+    // Large ones first (the proxy learns to read heads in small bites), then sizes around
+    // every threshold: the bite, the smallest spliced body, a full buffer.
+    let sizes = [
+        3_000_000, 1_048_576, 70_000, 65_536, 40_000, 32_768, 32_767, 20_000, 16_384, 16_383, 12_000, 4_096, 4_000,
+        100, 0, 2_000_001, 5_000,
+    ];
+    for (how, proxy) in proxies(&primary, &backup) {
+        let before = primary.traffic_connections();
+        let mut c = Client::connect(proxy.addr);
+        for round in 0..2 {
+            for &n in &sizes {
+                c.send(&get_req(&format!("/{n}")));
+                let resp = c.response();
+                assert_eq!(resp.status, 200, "{how}: /{n}, round {round}");
+                assert_eq!(resp.header("content-length"), Some(n.to_string().as_str()), "{how}: /{n}");
+                assert!(resp.body == body(n, n as u32), "{how}: /{n}, round {round}: body differs");
+            }
+        }
+        assert_eq!(
+            primary.traffic_connections() - before,
+            1,
+            "{how}: every response went whole, so one upstream connection carried them all"
+        );
+    }
+}
+
+#[test]
+fn pipelined_requests_after_a_large_body_are_answered_in_order() {
+    let primary = sized_upstream();
+    let backup = Upstream::named("backup");
+    for (how, proxy) in proxies(&primary, &backup) {
+        let mut c = Client::connect(proxy.addr);
+        let mut all = Vec::new();
+        for n in [500_000, 10, 200_000, 33_000] {
+            all.extend_from_slice(&get_req(&format!("/{n}")));
+        }
+        c.send(&all);
+        for n in [500_000, 10, 200_000, 33_000] {
+            let resp = c.response();
+            assert_eq!(resp.status, 200, "{how}: /{n}");
+            assert!(resp.body == body(n, n as u32), "{how}: /{n}: body differs");
+        }
+    }
+}
+
+#[test]
+fn a_slow_reader_gets_every_byte() {
+    let primary = sized_upstream();
+    let backup = Upstream::named("backup");
+    let n = 4_000_000;
+    for (how, proxy) in proxies(&primary, &backup) {
+        let mut s = TcpStream::connect(proxy.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(&get_req(&format!("/{n}"))).unwrap();
+        // Reads 64 KB at a time with pauses: the proxy's side fills, the pipe holds what
+        // the client's socket cannot take, and the upstream is read only as it drains.
+        let mut got = Vec::new();
+        let mut b = vec![0u8; 64 * 1024];
+        let want_total = {
+            let head_len = loop {
+                let k = read_retrying(&mut s, &mut b).unwrap();
+                assert!(k > 0, "{how}: closed before the head");
+                got.extend_from_slice(&b[..k]);
+                if let Some(i) = find(&got, b"\r\n\r\n") {
+                    break i + 4;
+                }
+            };
+            head_len + n
+        };
+        while got.len() < want_total {
+            thread::sleep(ms(3));
+            let k = read_retrying(&mut s, &mut b).unwrap();
+            assert!(k > 0, "{how}: closed after {} of {want_total} bytes", got.len());
+            got.extend_from_slice(&b[..k]);
+        }
+        assert_eq!(got.len(), want_total, "{how}: no byte more than the response");
+        assert!(got[want_total - n..] == body(n, n as u32), "{how}: body differs");
+        // The connection stays usable.
+        let mut c = Wire::new(s);
+        c.stream.write_all(&get_req("/7")).unwrap();
+        let resp = read_response(&mut c, false).unwrap();
+        assert_eq!(resp.body, body(7, 7), "{how}");
+    }
+}
+
+#[test]
+fn an_upstream_that_closes_inside_a_large_body_closes_the_client_connection() {
+    // The head promises 2 MB; 600 KB come, then the upstream closes. The client gets those
+    // bytes and then the close: a truncated body is never completed or passed as whole.
+    let sent = body(600_000, 3);
+    let mut answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2000000\r\n\r\n".to_vec();
+    answer.extend_from_slice(&sent);
+    let primary = Upstream::with(move |s| {
+        if s.target() == "/short" {
+            Action::ReplyThenClose(answer.clone())
+        } else {
+            Action::Reply(reply(200, b"fine"))
+        }
+    });
+    let backup = Upstream::named("backup");
+    for (how, proxy) in proxies(&primary, &backup) {
+        let mut s = TcpStream::connect(proxy.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(&get_req("/short")).unwrap();
+        let mut w = Wire::new(s);
+        let head = w.read_head().unwrap().expect("a head");
+        assert!(head.starts_with(b"HTTP/1.1 200"), "{how}: {}", show(&head));
+        let rest = w.read_to_end().unwrap_or_default();
+        assert_eq!(rest.len(), sent.len(), "{how}: the bytes that came, and then the close");
+        assert!(rest == sent, "{how}: body differs");
+        assert_eq!(get(proxy.addr, "/next").text(), "fine", "{how}: the proxy serves on");
+    }
+}
+
+#[test]
+fn a_body_that_ends_with_the_close_arrives_whole_and_then_the_close() {
+    let sent = body(1_500_000, 9);
+    let mut answer = b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n".to_vec();
+    answer.extend_from_slice(&sent);
+    let primary = Upstream::with(move |_| Action::ReplyThenClose(answer.clone()));
+    let backup = Upstream::named("backup");
+    for (how, proxy) in proxies(&primary, &backup) {
+        let mut s = TcpStream::connect(proxy.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(&get_req("/stream")).unwrap();
+        let mut all = Vec::new();
+        s.read_to_end(&mut all).unwrap();
+        let at = find(&all, b"\r\n\r\n").expect("a head") + 4;
+        assert!(all.starts_with(b"HTTP/1.1 200"), "{how}");
+        assert!(all[at..] == sent[..], "{how}: {} of {} bytes", all.len() - at, sent.len());
+    }
+}
