@@ -19,6 +19,23 @@ use crate::readiness::{Readiness, SockResult, HUP, R, W};
 
 /// Plaintext rustls may hold for sending before writes push back.
 const SEND_LIMIT: usize = 64 * 1024;
+/// The most plaintext one TLS record carries.
+const RECORD: usize = 16 * 1024;
+
+/// The socket as rustls reads it, noting whether the last read was short (the socket is
+/// drained then).
+struct Drained<'a> {
+    sock: &'a mut TcpStream,
+    short: bool,
+}
+
+impl Read for Drained<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.sock.read(buf)?;
+        self.short = n > 0 && n < buf.len();
+        Ok(n)
+    }
+}
 
 /// How to reach one `https://` upstream.
 #[derive(Debug)]
@@ -123,6 +140,13 @@ fn server_config(cert: &str, key: &str) -> Result<Arc<ServerConfig>, (&'static s
         .with_single_cert(chain, key_der)
         .map_err(|e| ("tls-key", format!("{key} does not match {cert}: {e}")))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // Stateless session tickets: a client that reconnects resumes its session (no
+    // certificate, no signature) whatever the number of clients, with no cache to hold.
+    // The keys rotate every 6 hours; a reload starts new ones (clients then do one full
+    // handshake). One ticket per handshake: a client reconnects one connection at a time.
+    config.ticketer =
+        rustls::crypto::ring::Ticketer::new().map_err(|e| ("tls-cert", format!("TLS session tickets: {e}")))?;
+    config.send_tls13_tickets = 1;
     Ok(Arc::new(config))
 }
 
@@ -186,6 +210,10 @@ impl Session {
     /// socket until it would block (the edge-triggered contract) or `buf` is full.
     pub fn read_into(&mut self, sock: &mut TcpStream, ready: &mut Readiness, buf: &mut Buf) -> (usize, SockResult) {
         let mut total = 0;
+        // As for plain TCP: after a short read the socket is drained and the next edge will
+        // come, so the read that would say WouldBlock is skipped (not after a hang-up hint).
+        let hup = ready.event & HUP != 0;
+        let mut sock = Drained { sock, short: false };
         loop {
             let space = buf.space();
             if space.is_empty() {
@@ -207,7 +235,11 @@ impl Session {
             if self.eof {
                 return (total, SockResult::Closed);
             }
-            match self.conn.read_tls(sock) {
+            if sock.short && !hup {
+                ready.event &= !(R | HUP);
+                return (total, SockResult::WouldBlock);
+            }
+            match self.conn.read_tls(&mut sock) {
                 Ok(0) => self.eof = true,
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -220,10 +252,10 @@ impl Session {
             if let Err(e) = self.conn.process_new_packets() {
                 self.error = Some(describe(&e));
                 // Tell the peer why (the alert is queued by rustls); best effort.
-                let _ = self.conn.write_tls(sock);
+                let _ = self.conn.write_tls(sock.sock);
                 return (total, SockResult::Error(io::ErrorKind::InvalidData));
             }
-            if self.conn.wants_write() && self.flush(sock, ready) == SockResult::Error(io::ErrorKind::Other) {
+            if self.conn.wants_write() && self.flush(sock.sock, ready) == SockResult::Error(io::ErrorKind::Other) {
                 return (total, SockResult::Error(io::ErrorKind::Other));
             }
         }
@@ -238,6 +270,24 @@ impl Session {
         b: &[u8],
     ) -> (usize, SockResult) {
         let mut total = 0;
+        // A head and its body go out as one record, not two (one seal, one record header
+        // less, and the peer decrypts once): up to a record's worth is copied together.
+        let mut joined = [0u8; RECORD];
+        let (a, b) = if !a.is_empty() && !b.is_empty() && a.len() < RECORD {
+            let k = b.len().min(RECORD - a.len());
+            joined[..a.len()].copy_from_slice(a);
+            joined[a.len()..a.len() + k].copy_from_slice(&b[..k]);
+            match self.conn.writer().write(&joined[..a.len() + k]) {
+                Ok(n) if n == a.len() + k => {
+                    total = n;
+                    (&[][..], &b[k..])
+                }
+                Ok(n) => return self.after_write(sock, ready, n, false),
+                Err(e) => return (0, SockResult::Error(e.kind())),
+            }
+        } else {
+            (a, b)
+        };
         for part in [a, b] {
             if part.is_empty() {
                 continue;
@@ -252,8 +302,20 @@ impl Session {
                 Err(e) => return (total, SockResult::Error(e.kind())),
             }
         }
+        let asked = !(a.is_empty() && b.is_empty());
+        self.after_write(sock, ready, total, asked)
+    }
+
+    /// Sends what a write queued; `asked`: plaintext was offered and none taken.
+    fn after_write(
+        &mut self,
+        sock: &mut TcpStream,
+        ready: &mut Readiness,
+        total: usize,
+        asked: bool,
+    ) -> (usize, SockResult) {
         let res = self.flush(sock, ready);
-        if total == 0 && res == SockResult::Continue && !(a.is_empty() && b.is_empty()) {
+        if total == 0 && res == SockResult::Continue && asked {
             // rustls holds a full buffer and the socket took it all: try again next pass.
             return (0, SockResult::Continue);
         }

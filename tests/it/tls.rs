@@ -447,3 +447,60 @@ fn sighup_with_broken_files_keeps_the_old_certificate() {
     let reloaded = wait_until(Duration::from_secs(5), || TlsClient::connect(proxy.addr, &ca_b, "localhost").is_ok());
     assert!(reloaded, "certificate B not served within 5s of the second SIGHUP");
 }
+
+#[test]
+fn a_client_that_reconnects_resumes_its_session_on_any_worker_among_many_clients() {
+    let ca = Ca::new("resume");
+    let dir = TempDir::new("listener");
+    let (primary, backup) = (Upstream::named("primary"), Upstream::named("backup"));
+    let proxy =
+        TlsProxy::start(listener_proxy(&primary, &backup, &dir, &ca.localhost()).set("--workers", "2"), &ca, false);
+    let visit = |config: &std::sync::Arc<rustls::ClientConfig>, i: usize| {
+        let mut c = TlsClient::connect_with(proxy.addr, config.clone(), "localhost").expect("handshake");
+        c.send(format!("GET /{i} HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes()).unwrap();
+        let r = c.response().expect("response over TLS");
+        assert_eq!((r.status, r.text().as_str()), (200, "primary"));
+        c.resumed()
+    };
+    // 300 clients, each with its own session store, connect once: every one a full
+    // handshake. Then each of the first ones comes back: it resumes (no certificate, no
+    // signature), however many clients came since, whichever worker (SO_REUSEPORT) takes
+    // it. A server-side session cache would have forgotten them; tickets do not.
+    let configs: Vec<_> = (0..300).map(|_| TlsClient::config(&ca).unwrap()).collect();
+    for (i, config) in configs.iter().enumerate() {
+        assert!(!visit(config, i), "client {i}'s first connection cannot resume");
+    }
+    let again: Vec<bool> = configs.iter().take(8).enumerate().map(|(i, c)| visit(c, i)).collect();
+    assert_eq!(again, [true; 8], "returning clients resume");
+}
+
+#[test]
+fn large_bodies_cross_the_tls_listener_whole_both_ways() {
+    let ca = Ca::new("large");
+    let dir = TempDir::new("listener");
+    let down: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 253) as u8).collect();
+    let d = down.clone();
+    let primary = Upstream::with(move |s| {
+        if s.method() == "POST" {
+            // Echoes the body's length and a checksum, so the test sees it arrived whole.
+            let sum: u64 = s.body.iter().enumerate().map(|(i, &b)| (i as u64 + 1) * b as u64).sum();
+            Action::Reply(reply(200, format!("{} {sum}", s.body.len()).as_bytes()))
+        } else {
+            Action::Reply(reply(200, &d))
+        }
+    });
+    let backup = Upstream::named("backup");
+    let proxy = TlsProxy::start(listener_proxy(&primary, &backup, &dir, &ca.localhost()), &ca, false);
+    let mut c = TlsClient::connect(proxy.addr, &ca, "localhost").expect("handshake");
+    c.send(format!("GET /big HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes()).unwrap();
+    let r = c.response().expect("response over TLS");
+    assert_eq!(r.status, 200);
+    assert!(r.body == down, "3 MB download: {} bytes came", r.body.len());
+    let up: Vec<u8> = (0..1_500_000u32).map(|i| (i * 13 % 251) as u8).collect();
+    let sum: u64 = up.iter().enumerate().map(|(i, &b)| (i as u64 + 1) * b as u64).sum();
+    let mut req = format!("POST /up HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {}\r\n\r\n", up.len()).into_bytes();
+    req.extend_from_slice(&up);
+    c.send(&req).unwrap();
+    let r = c.response().expect("response over TLS");
+    assert_eq!((r.status, r.text()), (200, format!("{} {sum}", up.len())));
+}

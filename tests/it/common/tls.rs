@@ -310,6 +310,12 @@ pub struct TlsClient {
 impl TlsClient {
     /// Connects and completes the handshake, verifying the server as `name`.
     pub fn connect(addr: SocketAddr, trust: &Ca, name: &str) -> io::Result<TlsClient> {
+        TlsClient::connect_with(addr, TlsClient::config(trust)?, name)
+    }
+
+    /// A client configuration trusting `trust`; connections made with one configuration
+    /// share its session store (a second connection may resume the first one's session).
+    pub fn config(trust: &Ca) -> io::Result<Arc<ClientConfig>> {
         let mut roots = RootCertStore::empty();
         roots.add(trust.der()).map_err(|e| io::Error::other(e.to_string()))?;
         let mut config = ClientConfig::builder_with_provider(provider())
@@ -318,9 +324,12 @@ impl TlsClient {
             .with_root_certificates(roots)
             .with_no_client_auth();
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+
+    pub fn connect_with(addr: SocketAddr, config: Arc<ClientConfig>, name: &str) -> io::Result<TlsClient> {
         let server_name = ServerName::try_from(name.to_string()).map_err(|e| io::Error::other(e.to_string()))?;
-        let mut conn =
-            ClientConnection::new(Arc::new(config), server_name).map_err(|e| io::Error::other(e.to_string()))?;
+        let mut conn = ClientConnection::new(config, server_name).map_err(|e| io::Error::other(e.to_string()))?;
         let mut sock = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
         sock.set_read_timeout(Some(IO_TIMEOUT))?;
         sock.set_write_timeout(Some(IO_TIMEOUT))?;
@@ -334,6 +343,11 @@ impl TlsClient {
     /// The certificate the server presented (first of its chain).
     pub fn peer_cert(&self) -> Option<CertificateDer<'static>> {
         self.wire.stream.conn.peer_certificates().and_then(|c| c.first().cloned())
+    }
+
+    /// Whether the handshake was a full one or resumed a session.
+    pub fn resumed(&self) -> bool {
+        self.wire.stream.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
     }
 
     pub fn alpn(&self) -> Option<String> {
