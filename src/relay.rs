@@ -279,23 +279,26 @@ impl Exchange {
             }
         }
         let wrote = io.write(self.uin.as_mut(), &mut self.resp_fwd, cx.now).map_err(|_| Flow::Close)? > 0;
+        let large = match self.resp_body {
+            Body::Length(n) => n >= splice::MIN_BODY,
+            Body::UntilClose => true,
+            _ => false,
+        };
+        if self.pipe.is_none() && !large {
+            return Ok(wrote);
+        }
         Ok(self.splice_body(io, cx, up)? | wrote)
     }
 
     /// Past what was read with the head, a large body of plain length (or up to the close)
     /// goes from the upstream's socket to the client's through a pipe, never through user
     /// space: nothing re-frames it and, with its head relayed, nothing replays it.
+    #[inline(never)]
     fn splice_body(&mut self, io: &mut ClientIo, cx: &mut Ctx, up: &mut Uplink) -> StepResult {
         if self.pipe.is_none() {
-            let large = match self.resp_body {
-                Body::Length(n) => n >= splice::MIN_BODY,
-                Body::UntilClose => true,
-                _ => false,
-            };
-            let plain = splice_ok(io, cx, up);
             let caught_up = io.cout_empty() && self.uin.as_ref().is_none_or(Buf::is_empty);
             let reframed = self.resp.is_none_or(|r| r.dechunk);
-            if !(large && plain && caught_up) || reframed || self.up_eof {
+            if !caught_up || reframed || self.up_eof || !splice_ok(io, cx, up) {
                 return Ok(false);
             }
             self.pipe = cx.pipes.take();
