@@ -16,14 +16,14 @@ R=${3:-3}
 P=${4:-/small}
 case $P in /small | /64k) ;; *) echo "tls_compare.sh: PATH must be /small or /64k" >&2; exit 1 ;; esac
 if [ -n "${BASE:-}" ]; then BASE=$(readlink -f "$BASE"); fi
-W=/tmp/failover-tls-bench
-rm -rf "$W" && mkdir -p "$W"
+W=$(mktemp -d "${TMPDIR:-/tmp}/failover-tls-bench.XXXXXX") || exit 1
 cd "$W" || exit 1
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
   [ -f "$W/haproxy.pid" ] && kill "$(cat "$W/haproxy.pid")" 2>/dev/null
   wait 2>/dev/null
+  rm -rf "$W"
 }
 trap cleanup EXIT
 
@@ -69,7 +69,7 @@ backend tls
   http-reuse always
   server primary 127.0.0.1:9443 ssl verify required ca-file $W/ca.pem sni str(localhost) check inter 2s
 EOF
-nginx -c "$W/nginx.conf" >/dev/null 2>&1 &
+nginx -p "$W" -c "$W/nginx.conf" >/dev/null 2>&1 &
 pids+=($!)
 haproxy -f "$W/haproxy.cfg" -D -p "$W/haproxy.pid" >/dev/null 2>&1
 "$BIN" --listen=127.0.0.1:8446 --tls-cert="$W/srv.pem" --tls-key="$W/srv.key" --primary=http://127.0.0.1:9001 \
@@ -110,16 +110,18 @@ for r in $(seq "$R"); do
     l=$(echo "$out" | awk '$1=="99%" {v=$2; if (v ~ /ms$/) {sub("ms","",v); v=v*1000} else if (v ~ /us$/) {sub("us","",v)} else if (v ~ /s$/) {sub("s","",v); v=v*1000000}; print v}')
     e=$(echo "$out" | grep -E 'Non-2xx|Socket errors' | tr '\n' ' ')
     echo "round=$r target=$name rps=${q:-0} p99_us=${l:-NA} cpu_us_per_req=$c $e"
-    rps[$name]+="${q:-0} "
-    p99[$name]+="${l:-0} "
+    # A failed run counts as missing, not as zero.
+    rps[$name]+="${q:-NA} "
+    p99[$name]+="${l:-NA} "
     cpu[$name]+="$c "
   done
 done
-med() { echo "$@" | tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+med() { echo "$@" | tr ' ' '\n' | grep -v -e '^$' -e '^NA$' | sort -g | awk '{a[NR]=$1} END {print (NR ? a[int((NR+1)/2)] : "NA")}'; }
 for t in $targets; do
   n=${t%%:*}
   echo "median target=$n rps=$(med "${rps[$n]}") p99_us=$(med "${p99[$n]}") cpu_us_per_req=$(med "${cpu[$n]}")"
 done
 awk -v fl="$(med "${rps[failover_listener]}")" -v hl="$(med "${rps[haproxy_listener]}")" \
   -v fu="$(med "${rps[failover_upstream]}")" -v hu="$(med "${rps[haproxy_upstream]}")" \
-  'BEGIN {printf "ratio_listener_vs_haproxy=%.2f ratio_upstream_vs_haproxy=%.2f\n", fl/hl, fu/hu}'
+  'function r(a, b) { return (a == "NA" || b == "NA" || b + 0 == 0) ? "NA" : sprintf("%.2f", a / b) }
+  BEGIN { print "ratio_listener_vs_haproxy=" r(fl, hl), "ratio_upstream_vs_haproxy=" r(fu, hu) }'
