@@ -187,8 +187,7 @@ pub struct Flags {
     /// Pin worker i to core i
     #[arg(long)]
     pub pin_cores: bool,
-    /// Copy large response bodies through user space instead of splice(2) between the
-    /// sockets
+    /// Copy large bodies through user space instead of splice(2) between the sockets
     #[arg(long)]
     pub no_splice: bool,
     /// Log one JSON object per line
@@ -349,7 +348,7 @@ pub struct Config {
     pub retry_buffer: u64,
     pub min_backup_time: Duration,
     pub pin_cores: bool,
-    /// Large plain-TCP response bodies are copied, not spliced.
+    /// Large plain-TCP bodies are copied, not spliced.
     pub no_splice: bool,
     pub json_logs: bool,
     /// The listener speaks TLS with this certificate.

@@ -159,6 +159,9 @@ pub struct Exchange {
     /// The pipe a large response body goes through, socket to socket, once it is past
     /// what was read with the head.
     pub(crate) pipe: Option<Pipe>,
+    /// The pipe the rest of a large request body goes through, client to upstream, once it
+    /// can no longer be replayed (so no copy of it is needed).
+    pub(crate) req_pipe: Option<Pipe>,
 }
 
 impl Exchange {
@@ -194,6 +197,7 @@ impl Exchange {
             attempt_started: now,
             ttfb: None,
             pipe: None,
+            req_pipe: None,
         }
     }
 
@@ -241,7 +245,7 @@ impl Exchange {
         }
         self.replay.release(cx.pool);
         self.file = None;
-        if let Some(p) = self.pipe.take() {
+        for p in [self.pipe.take(), self.req_pipe.take()].into_iter().flatten() {
             cx.pipes.put(p);
         }
         if cx.spare.len() < SPARE {
@@ -405,6 +409,9 @@ impl Exchange {
             self.tried |= 1 << to;
             self.refreshed = false;
         }
+        // A request body is spliced only once it cannot be replayed, and then a failure
+        // gives up rather than re-sends: bytes in the pipe are never needed again.
+        debug_assert!(self.req_pipe.as_ref().is_none_or(|p| p.held() == 0));
         self.up_sent = 0;
         self.body_sent = 0;
         self.attempt_started = cx.now;

@@ -68,6 +68,14 @@ impl Exchange {
     /// Reads and validates the request body, and sends the head and body (or the replay of
     /// a re-sent request), keeping copies for a replay while one is possible.
     fn send_request(&mut self, io: &mut ClientIo, cx: &mut Ctx, up: &mut Uplink) -> StepResult {
+        if self.req_pipe.is_some() || self.may_splice_request(io, cx, up) {
+            if self.req_pipe.is_none() {
+                self.req_pipe = cx.pipes.take();
+            }
+            if self.req_pipe.is_some() {
+                return self.splice_request(io, cx, up);
+            }
+        }
         let mut moved = io.read(cx.pool, false, cx.now).map_err(|_| Flow::Close)? > 0;
         if !self.req_body.is_done() {
             if let Some(cin) = io.cin.as_mut() {
@@ -140,6 +148,65 @@ impl Exchange {
             }
         }
         Ok(moved)
+    }
+
+    /// The rest of a large request body may go socket to socket: its length is known, it
+    /// can no longer be replayed (a method that is never re-sent, or past the retry
+    /// buffer), and some of it has been sent already, so that a failure from now on gives
+    /// up instead of re-sending (the bytes in a pipe are gone once sent).
+    fn may_splice_request(&self, io: &ClientIo, cx: &Ctx, up: &Uplink) -> bool {
+        matches!(self.req_body, Body::Length(n) if n >= splice::MIN_BODY)
+            && self.body_sent > 0
+            && self.replay.ok().is_err()
+            && !self.replay.replaying()
+            && self.req_fwd == 0
+            && io.cin_empty()
+            && up.state == UpState::Busy
+            && self.resp.is_none()
+            && !self.up_shut
+            && !self.expect_wait
+            && splice_ok(io, cx, up)
+    }
+
+    /// Moves request-body bytes client → pipe → upstream, as [`Self::send_request`] does
+    /// through `cin`, with the same failures.
+    #[inline(never)]
+    fn splice_request(&mut self, io: &mut ClientIo, cx: &mut Ctx, up: &mut Uplink) -> StepResult {
+        let Some(pipe) = self.req_pipe.as_mut() else { return Ok(false) };
+        let mut moved = 0;
+        if let Body::Length(left) = self.req_body {
+            if !io.eof && io.ready.can_read() {
+                let (n, res) = pipe.fill(io.sock.sock.as_raw_fd(), &mut io.ready, left);
+                moved += n;
+                self.req_body = if left == n as u64 { Body::Done } else { Body::Length(left - n as u64) };
+                match res {
+                    SockResult::Closed => io.eof = true,
+                    SockResult::Error(_) => return Err(Flow::Close),
+                    _ => {}
+                }
+            }
+        }
+        if io.eof && !self.req_body.is_done() {
+            log::debug!("client={} closed in the middle of its request body", io.peer);
+            return Err(Flow::Close);
+        }
+        if pipe.held() > 0 && up.ready.can_write() && !self.up_shut {
+            let (n, res) = pipe.drain(up.sock.sock.as_raw_fd(), &mut up.ready);
+            moved += n;
+            self.body_sent += n as u64;
+            if let SockResult::Error(k) = res {
+                // As in send_request: the upstream may have answered first; read that.
+                self.up_shut = true;
+                if self.resp.is_none() {
+                    self.send_failed = Some(io_fail(up, format!("send failed: {}", kind_text(k))));
+                    up.ready.event |= R;
+                }
+            }
+        }
+        if moved > 0 {
+            io.last_activity = cx.now;
+        }
+        Ok(moved > 0)
     }
 
     /// Reads from the upstream and parses response heads (relaying 1xx, acting on
@@ -356,14 +423,16 @@ impl Exchange {
             return Some(Flow::Moved);
         }
         let extra = self.uin.as_ref().is_some_and(|b| !b.is_empty());
-        let req_done = self.req_body.is_done() && self.req_fwd == 0;
+        // Everything of the request is read from the client; and sent on, too.
+        let req_read = self.req_body.is_done() && self.req_fwd == 0;
+        let req_done = req_read && self.req_pipe.as_ref().is_none_or(|p| p.held() == 0);
         let reuse = resp.reusable && !self.up_eof && !extra && req_done && !self.up_shut;
         let keep_alive = resp.keep_alive && !io.eof;
         // The upstream answered before the whole request body arrived (say 405 to an
         // upload). The rest is for nobody, but if it is of known length and small, reading
         // it keeps the client connection; else the connection closes (lingering).
         let discard = match self.req_body {
-            _ if req_done => 0,
+            _ if req_read => 0,
             Body::Length(left) if keep_alive && left + self.req_fwd as u64 <= DISCARD_MAX => {
                 if let Some(cin) = io.cin.as_mut() {
                     cin.consume(self.req_fwd);
