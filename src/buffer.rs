@@ -201,7 +201,15 @@ impl Pool {
 
     /// If `slot` holds a full head-size buffer, moves its bytes to a full-size one.
     pub fn grow_if_full(&mut self, slot: &mut Option<Buf>) {
-        if slot.as_ref().is_some_and(|b| b.is_full() && b.data.len() < BUF_SIZE) {
+        if slot.as_ref().is_some_and(Buf::is_full) {
+            self.grow(slot);
+        }
+    }
+
+    /// If `slot` holds a head-size buffer, moves its bytes to a full-size one (a body is
+    /// coming: streamed through 4 KB, it would take eight times the system calls).
+    pub fn grow(&mut self, slot: &mut Option<Buf>) {
+        if slot.as_ref().is_some_and(|b| b.data.len() < BUF_SIZE) {
             if let Some(small) = slot.take() {
                 let mut big = self.take();
                 big.push(small.bytes());
@@ -229,6 +237,24 @@ impl Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_head_buffer_grows_for_a_body_whatever_it_holds() {
+        // A body after a head streams through a full-size buffer: left in the 4 KB one, a
+        // 256 KB upload took 64 reads and 64 sends (572 µs of proxy CPU against 108).
+        let mut pool = Pool::new(4);
+        let mut slot = None;
+        pool.ensure_small(&mut slot).push(b"body start");
+        pool.grow(&mut slot);
+        let b = slot.as_mut().expect("a buffer");
+        let room = b.space().len();
+        assert_eq!((b.bytes(), room), (&b"body start"[..], BUF_SIZE - 10));
+        let mut empty = Some(pool.take_small());
+        pool.grow(&mut empty);
+        assert_eq!(empty.as_mut().map(|b| b.space().len()), Some(BUF_SIZE), "an empty one too");
+        pool.grow(&mut slot);
+        assert_eq!(slot.as_ref().map(Buf::len), Some(10), "a full-size one stays as it is");
+    }
 
     #[test]
     fn a_full_head_buffer_grows_with_its_bytes() {

@@ -91,13 +91,18 @@ impl ClientIo {
 
     /// Reads what the client sent into `cin`. A request head starts in a small buffer (a
     /// slow client holds little), moved to a full one only if it fills; a body goes into a
-    /// full one at once (`head`: what is read now is a head).
+    /// full one at once, with what a small one held (`head`: what is read now is a head).
     pub fn read(&mut self, pool: &mut Pool, head: bool, now: Instant) -> Result<usize, Broken> {
         if self.eof || !self.ready.can_read() {
             return Ok(0);
         }
-        pool.grow_if_full(&mut self.cin);
-        let buf = if head { pool.ensure_small(&mut self.cin) } else { pool.ensure(&mut self.cin) };
+        let buf = if head {
+            pool.grow_if_full(&mut self.cin);
+            pool.ensure_small(&mut self.cin)
+        } else {
+            pool.grow(&mut self.cin);
+            pool.ensure(&mut self.cin)
+        };
         if buf.is_full() {
             return Ok(0);
         }

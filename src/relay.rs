@@ -76,7 +76,8 @@ impl Exchange {
                 return self.splice_request(io, cx, up);
             }
         }
-        let mut moved = io.read(cx.pool, false, cx.now).map_err(|_| Flow::Close)? > 0;
+        // With the body read, what comes now is the next request's head.
+        let mut moved = io.read(cx.pool, self.req_body.is_done(), cx.now).map_err(|_| Flow::Close)? > 0;
         if !self.req_body.is_done() {
             if let Some(cin) = io.cin.as_mut() {
                 // What reaches the upstream is re-serialized from what was parsed: one
