@@ -45,7 +45,7 @@ pub struct Pipe {
 pub struct Pipes {
     free: Vec<Pipe>,
     open: usize,
-    /// The kernel refused a pipe (or `splice`) once: copy from now on.
+    /// The kernel refused a pipe for a reason other than a shortage: copy from now on.
     off: bool,
     /// Per upstream: how many of its recent answers had large bodies (see [`Pipes::bite`]).
     score: [u8; MAX_UPSTREAMS],
@@ -94,6 +94,8 @@ impl Pipes {
                 self.open += 1;
                 Some(p)
             }
+            // Out of descriptors or memory for now: this body is copied, the next may not be.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)) => None,
             Err(e) => {
                 log::warn!("splice: cannot open a pipe ({e}); relaying bodies through user space");
                 self.off = true;
