@@ -272,8 +272,8 @@ impl Session {
         let mut total = 0;
         // A head and its body go out as one record, not two (one seal, one record header
         // less, and the peer decrypts once): up to a record's worth is copied together.
-        let mut joined = [0u8; RECORD];
         let (a, b) = if !a.is_empty() && !b.is_empty() && a.len() < RECORD {
+            let mut joined = [0u8; RECORD];
             let k = b.len().min(RECORD - a.len());
             joined[..a.len()].copy_from_slice(a);
             joined[a.len()..a.len() + k].copy_from_slice(&b[..k]);
