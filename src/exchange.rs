@@ -23,6 +23,7 @@ use crate::metrics::{RetryReason, WorkerMetrics};
 use crate::retry::{self, Attempt, Decision, Failure, Replay};
 use crate::splice::{Pipe, Pipes};
 use crate::static_files::FileBody;
+use crate::uplink::Uplink;
 use crate::upstream::{Kind, Upstream, MAX_UPSTREAMS};
 
 /// How long a client that sent `Expect: 100-continue` waits for the upstream's 100 before
@@ -70,6 +71,19 @@ pub struct Signals {
     /// Refused connections to upstream i: nothing listens, as plain as a failed check, so
     /// each counts like one.
     pub refused: [u32; MAX_UPSTREAMS],
+}
+
+/// A step either made progress (true) or not, or ended the pass with a [`Flow`].
+pub(crate) type StepResult = Result<bool, Flow>;
+
+/// An I/O failure on an upstream connection; a TLS handshake failure counts as a connect
+/// failure (the request never reached the upstream).
+pub(crate) fn io_fail(up: &Uplink, what: String) -> Failure {
+    match up.sock.tls_error() {
+        Some(tls) if up.sock.handshaking() => Failure::Connect(format!("TLS handshake failed: {tls}")),
+        Some(tls) => Failure::Io(format!("TLS: {tls}")),
+        None => Failure::Io(what),
+    }
 }
 
 /// What the exchange asks of the client after a pass.

@@ -32,6 +32,7 @@ mod notify_text;
 mod probe;
 mod readiness;
 mod relay;
+mod relay_splice;
 mod resolve;
 mod retry;
 mod server;

@@ -6,24 +6,21 @@
 //! decides between a retry and an answer. This file never parses a request head and never
 //! creates or pools a connection.
 
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::time::SystemTime;
 
 use crate::buffer::{Buf, Writer};
 use crate::client_io::ClientIo;
-use crate::exchange::{retry_after, Ctx, Exchange, Flow, Mode, DISCARD_MAX};
+use crate::exchange::{io_fail, retry_after, Ctx, Exchange, Flow, Mode, StepResult, DISCARD_MAX};
 use crate::framing::{Body, ChunkError, Framing, Rewrite};
 use crate::http1;
 use crate::metrics::RetryReason;
 use crate::readiness::R;
+use crate::relay_splice::splice_ok;
 use crate::retry::{self, Attempt, Decision, Failure};
 use crate::splice;
 use crate::transport::{self, SockResult};
 use crate::uplink::{kind_text, UpState, Uplink};
-
-/// A step either made progress (true) or not, or ended the pass with a [`Flow`].
-type StepResult = Result<bool, Flow>;
 
 impl Exchange {
     /// Moves the exchange as far as it can go without blocking.
@@ -149,65 +146,6 @@ impl Exchange {
             }
         }
         Ok(moved)
-    }
-
-    /// The rest of a large request body may go socket to socket: its length is known, it
-    /// can no longer be replayed (a method that is never re-sent, or past the retry
-    /// buffer), and some of it has been sent already, so that a failure from now on gives
-    /// up instead of re-sending (the bytes in a pipe are gone once sent).
-    fn may_splice_request(&self, io: &ClientIo, cx: &Ctx, up: &Uplink) -> bool {
-        matches!(self.req_body, Body::Length(n) if n >= splice::MIN_BODY)
-            && self.body_sent > 0
-            && self.replay.ok().is_err()
-            && !self.replay.replaying()
-            && self.req_fwd == 0
-            && io.cin_empty()
-            && up.state == UpState::Busy
-            && self.resp.is_none()
-            && !self.up_shut
-            && !self.expect_wait
-            && splice_ok(io, cx, up)
-    }
-
-    /// Moves request-body bytes client → pipe → upstream, as [`Self::send_request`] does
-    /// through `cin`, with the same failures.
-    #[inline(never)]
-    fn splice_request(&mut self, io: &mut ClientIo, cx: &mut Ctx, up: &mut Uplink) -> StepResult {
-        let Some(pipe) = self.req_pipe.as_mut() else { return Ok(false) };
-        let mut moved = 0;
-        if let Body::Length(left) = self.req_body {
-            if !io.eof && io.ready.can_read() {
-                let (n, res) = pipe.fill(io.sock.sock.as_raw_fd(), &mut io.ready, left);
-                moved += n;
-                self.req_body = if left == n as u64 { Body::Done } else { Body::Length(left - n as u64) };
-                match res {
-                    SockResult::Closed => io.eof = true,
-                    SockResult::Error(_) => return Err(Flow::Close),
-                    _ => {}
-                }
-            }
-        }
-        if io.eof && !self.req_body.is_done() {
-            log::debug!("client={} closed in the middle of its request body", io.peer);
-            return Err(Flow::Close);
-        }
-        if pipe.held() > 0 && up.ready.can_write() && !self.up_shut {
-            let (n, res) = pipe.drain(up.sock.sock.as_raw_fd(), &mut up.ready);
-            moved += n;
-            self.body_sent += n as u64;
-            if let SockResult::Error(k) = res {
-                // As in send_request: the upstream may have answered first; read that.
-                self.up_shut = true;
-                if self.resp.is_none() {
-                    self.send_failed = Some(io_fail(up, format!("send failed: {}", kind_text(k))));
-                    up.ready.event |= R;
-                }
-            }
-        }
-        if moved > 0 {
-            io.last_activity = cx.now;
-        }
-        Ok(moved > 0)
     }
 
     /// Reads from the upstream and parses response heads (relaying 1xx, acting on
@@ -356,60 +294,6 @@ impl Exchange {
             return Ok(wrote);
         }
         Ok(self.splice_body(io, cx, up)? | wrote)
-    }
-
-    /// Past what was read with the head, a large body of plain length (or up to the close)
-    /// goes from the upstream's socket to the client's through a pipe, never through user
-    /// space: nothing re-frames it and, with its head relayed, nothing replays it.
-    #[inline(never)]
-    fn splice_body(&mut self, io: &mut ClientIo, cx: &mut Ctx, up: &mut Uplink) -> StepResult {
-        if self.pipe.is_none() {
-            let caught_up = io.cout_empty() && self.uin.as_ref().is_none_or(Buf::is_empty);
-            let reframed = self.resp.is_none_or(|r| r.dechunk);
-            if !caught_up || reframed || self.up_eof || !splice_ok(io, cx, up) {
-                return Ok(false);
-            }
-            self.pipe = cx.pipes.take();
-        }
-        let Some(pipe) = self.pipe.as_mut() else { return Ok(false) };
-        let mut moved = 0;
-        let left = match self.resp_body {
-            Body::Length(n) => n,
-            Body::UntilClose => u64::MAX,
-            _ => 0,
-        };
-        if left > 0 && !self.up_eof && up.ready.can_read() {
-            let (n, res) = pipe.fill(up.sock.sock.as_raw_fd(), &mut up.ready, left);
-            moved += n;
-            if let Body::Length(l) = self.resp_body {
-                self.resp_body = if l == n as u64 { Body::Done } else { Body::Length(l - n as u64) };
-            }
-            match res {
-                SockResult::Closed => self.up_eof = true,
-                SockResult::Error(_) => return Err(Flow::Close),
-                _ => {}
-            }
-        }
-        if pipe.held() > 0 && io.ready.can_write() {
-            let (n, res) = pipe.drain(io.sock.sock.as_raw_fd(), &mut io.ready);
-            moved += n;
-            io.sent = io.sent.wrapping_add(n as u32);
-            if let SockResult::Error(_) = res {
-                return Err(Flow::Close);
-            }
-        }
-        if self.up_eof && !self.resp_body.is_done() {
-            if matches!(self.resp_body, Body::UntilClose) {
-                self.resp_body = Body::Done;
-            } else if pipe.held() == 0 {
-                log::debug!("client={} upstream closed in the middle of the response body", io.peer);
-                return Err(Flow::Close);
-            }
-        }
-        if moved > 0 {
-            io.last_activity = cx.now;
-        }
-        Ok(moved > 0)
     }
 
     /// The response went out whole: a tunnel after a 101, else the exchange is done.
@@ -600,19 +484,4 @@ fn take_body(body: &mut Body, buf: &mut Buf, at: usize, how: Option<Rewrite>) ->
     let (used, kept) = body.rewrite_in_place(&mut buf.bytes_mut()[at..], how)?;
     buf.cut(at + kept, at + used);
     Ok(kept)
-}
-
-/// An I/O failure on an upstream connection; a TLS handshake failure counts as a connect
-/// failure (the request never reached the upstream).
-fn io_fail(up: &Uplink, what: String) -> Failure {
-    match up.sock.tls_error() {
-        Some(tls) if up.sock.handshaking() => Failure::Connect(format!("TLS handshake failed: {tls}")),
-        Some(tls) => Failure::Io(format!("TLS: {tls}")),
-        None => Failure::Io(what),
-    }
-}
-
-/// Both sides are plain TCP and splicing is on: a response body may go through a pipe.
-fn splice_ok(io: &ClientIo, cx: &Ctx, up: &Uplink) -> bool {
-    io.sock.tls.is_none() && up.sock.tls.is_none() && !cx.cfg.no_splice && cx.pipes.usable()
 }

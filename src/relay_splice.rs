@@ -1,0 +1,136 @@
+//! The zero-copy side of relaying: when a body may go socket to socket through a kernel
+//! pipe instead of through user space, and moving it there, both ways. [`crate::relay`]
+//! calls in here at its steps; the pipes and `splice(2)` themselves are
+//! [`crate::splice`]'s. Nothing here parses HTTP, and nothing here keeps a byte a retry
+//! could need: a request body is piped only once it can no longer be replayed.
+
+use std::os::fd::AsRawFd;
+
+use crate::buffer::Buf;
+use crate::client_io::ClientIo;
+use crate::exchange::{io_fail, Ctx, Exchange, Flow, StepResult};
+use crate::framing::Body;
+use crate::readiness::R;
+use crate::splice;
+use crate::transport::SockResult;
+use crate::uplink::{kind_text, UpState, Uplink};
+
+impl Exchange {
+    /// The rest of a large request body may go socket to socket: its length is known, it
+    /// can no longer be replayed (a method that is never re-sent, or past the retry
+    /// buffer), and some of it has been sent already, so that a failure from now on gives
+    /// up instead of re-sending (the bytes in a pipe are gone once sent).
+    pub(crate) fn may_splice_request(&self, io: &ClientIo, cx: &Ctx, up: &Uplink) -> bool {
+        matches!(self.req_body, Body::Length(n) if n >= splice::MIN_BODY)
+            && self.body_sent > 0
+            && self.replay.ok().is_err()
+            && !self.replay.replaying()
+            && self.req_fwd == 0
+            && io.cin_empty()
+            && up.state == UpState::Busy
+            && self.resp.is_none()
+            && !self.up_shut
+            && !self.expect_wait
+            && splice_ok(io, cx, up)
+    }
+
+    /// Moves request-body bytes client → pipe → upstream, as [`Self::send_request`] does
+    /// through `cin`, with the same failures.
+    #[inline(never)]
+    pub(crate) fn splice_request(&mut self, io: &mut ClientIo, cx: &mut Ctx, up: &mut Uplink) -> StepResult {
+        let Some(pipe) = self.req_pipe.as_mut() else { return Ok(false) };
+        let mut moved = 0;
+        if let Body::Length(left) = self.req_body {
+            if !io.eof && io.ready.can_read() {
+                let (n, res) = pipe.fill(io.sock.sock.as_raw_fd(), &mut io.ready, left);
+                moved += n;
+                self.req_body = if left == n as u64 { Body::Done } else { Body::Length(left - n as u64) };
+                match res {
+                    SockResult::Closed => io.eof = true,
+                    SockResult::Error(_) => return Err(Flow::Close),
+                    _ => {}
+                }
+            }
+        }
+        if io.eof && !self.req_body.is_done() {
+            log::debug!("client={} closed in the middle of its request body", io.peer);
+            return Err(Flow::Close);
+        }
+        if pipe.held() > 0 && up.ready.can_write() && !self.up_shut {
+            let (n, res) = pipe.drain(up.sock.sock.as_raw_fd(), &mut up.ready);
+            moved += n;
+            self.body_sent += n as u64;
+            if let SockResult::Error(k) = res {
+                // As in send_request: the upstream may have answered first; read that.
+                self.up_shut = true;
+                if self.resp.is_none() {
+                    self.send_failed = Some(io_fail(up, format!("send failed: {}", kind_text(k))));
+                    up.ready.event |= R;
+                }
+            }
+        }
+        if moved > 0 {
+            io.last_activity = cx.now;
+        }
+        Ok(moved > 0)
+    }
+
+    /// Past what was read with the head, a large body of plain length (or up to the close)
+    /// goes from the upstream's socket to the client's through a pipe, never through user
+    /// space: nothing re-frames it and, with its head relayed, nothing replays it.
+    #[inline(never)]
+    pub(crate) fn splice_body(&mut self, io: &mut ClientIo, cx: &mut Ctx, up: &mut Uplink) -> StepResult {
+        if self.pipe.is_none() {
+            let caught_up = io.cout_empty() && self.uin.as_ref().is_none_or(Buf::is_empty);
+            let reframed = self.resp.is_none_or(|r| r.dechunk);
+            if !caught_up || reframed || self.up_eof || !splice_ok(io, cx, up) {
+                return Ok(false);
+            }
+            self.pipe = cx.pipes.take();
+        }
+        let Some(pipe) = self.pipe.as_mut() else { return Ok(false) };
+        let mut moved = 0;
+        let left = match self.resp_body {
+            Body::Length(n) => n,
+            Body::UntilClose => u64::MAX,
+            _ => 0,
+        };
+        if left > 0 && !self.up_eof && up.ready.can_read() {
+            let (n, res) = pipe.fill(up.sock.sock.as_raw_fd(), &mut up.ready, left);
+            moved += n;
+            if let Body::Length(l) = self.resp_body {
+                self.resp_body = if l == n as u64 { Body::Done } else { Body::Length(l - n as u64) };
+            }
+            match res {
+                SockResult::Closed => self.up_eof = true,
+                SockResult::Error(_) => return Err(Flow::Close),
+                _ => {}
+            }
+        }
+        if pipe.held() > 0 && io.ready.can_write() {
+            let (n, res) = pipe.drain(io.sock.sock.as_raw_fd(), &mut io.ready);
+            moved += n;
+            io.sent = io.sent.wrapping_add(n as u32);
+            if let SockResult::Error(_) = res {
+                return Err(Flow::Close);
+            }
+        }
+        if self.up_eof && !self.resp_body.is_done() {
+            if matches!(self.resp_body, Body::UntilClose) {
+                self.resp_body = Body::Done;
+            } else if pipe.held() == 0 {
+                log::debug!("client={} upstream closed in the middle of the response body", io.peer);
+                return Err(Flow::Close);
+            }
+        }
+        if moved > 0 {
+            io.last_activity = cx.now;
+        }
+        Ok(moved > 0)
+    }
+}
+
+/// Both sides are plain TCP and splicing is on: a response body may go through a pipe.
+pub(crate) fn splice_ok(io: &ClientIo, cx: &Ctx, up: &Uplink) -> bool {
+    io.sock.tls.is_none() && up.sock.tls.is_none() && !cx.cfg.no_splice && cx.pipes.usable()
+}
