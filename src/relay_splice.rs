@@ -130,7 +130,7 @@ impl Exchange {
     }
 }
 
-/// Both sides are plain TCP and splicing is on: a response body may go through a pipe.
+/// Both sides are plain TCP and splicing is on: a body may go through a pipe.
 pub(crate) fn splice_ok(io: &ClientIo, cx: &Ctx, up: &Uplink) -> bool {
     io.sock.tls.is_none() && up.sock.tls.is_none() && !cx.cfg.no_splice && cx.pipes.usable()
 }
