@@ -43,6 +43,15 @@ impl Exchange {
         if let Body::Length(left) = self.req_body {
             if !io.eof && io.ready.can_read() {
                 let (n, res) = pipe.fill(io.sock.sock.as_raw_fd(), &mut io.ready, left);
+                if let SockResult::Error(k) = res {
+                    if n == 0 && pipe.held() == 0 && cx.pipes.refused(k) {
+                        // Nothing moved: the rest of the body goes the copy way.
+                        if let Some(p) = self.req_pipe.take() {
+                            cx.pipes.put(p);
+                        }
+                        return Ok(true);
+                    }
+                }
                 moved += n;
                 self.req_body = if left == n as u64 { Body::Done } else { Body::Length(left - n as u64) };
                 match res {
@@ -97,6 +106,15 @@ impl Exchange {
         };
         if left > 0 && !self.up_eof && up.ready.can_read() {
             let (n, res) = pipe.fill(up.sock.sock.as_raw_fd(), &mut up.ready, left);
+            if let SockResult::Error(k) = res {
+                if n == 0 && pipe.held() == 0 && cx.pipes.refused(k) {
+                    // Nothing moved: the rest of the body goes the copy way.
+                    if let Some(p) = self.pipe.take() {
+                        cx.pipes.put(p);
+                    }
+                    return Ok(true);
+                }
+            }
             moved += n;
             if let Body::Length(l) = self.resp_body {
                 self.resp_body = if l == n as u64 { Body::Done } else { Body::Length(l - n as u64) };

@@ -81,6 +81,19 @@ impl Pipes {
         !self.off
     }
 
+    /// Whether a failed `splice` means the kernel (or a seccomp filter) does not allow it
+    /// here rather than that the connection broke; then splicing is off for this worker,
+    /// from now on.
+    pub fn refused(&mut self, kind: io::ErrorKind) -> bool {
+        let refused =
+            matches!(kind, io::ErrorKind::PermissionDenied | io::ErrorKind::Unsupported | io::ErrorKind::InvalidInput);
+        if refused && !self.off {
+            log::warn!("splice: refused by the kernel ({kind}); relaying bodies through user space");
+            self.off = true;
+        }
+        refused
+    }
+
     /// An empty pipe, or `None` when none can be had (bodies are copied then).
     pub fn take(&mut self) -> Option<Pipe> {
         if let Some(p) = self.free.pop() {
@@ -269,6 +282,24 @@ mod tests {
         assert_eq!(p.held(), 0);
         pipes.put(p);
         assert_eq!((pipes.free.len(), pipes.open), (1, 1));
+    }
+
+    #[test]
+    fn a_descriptor_splice_cannot_read_is_a_refusal_not_a_broken_connection() {
+        // SAFETY: eventfd takes two ints and returns a new descriptor or -1.
+        let fd = unsafe { libc::eventfd(1, libc::EFD_NONBLOCK) };
+        assert!(fd >= 0);
+        // SAFETY: the descriptor was just created and is owned here alone.
+        let ev = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut pipes = Pipes::default();
+        let mut p = pipes.take().unwrap();
+        let mut r = Readiness::new();
+        let (n, res) = p.fill(ev.as_raw_fd(), &mut r, 100);
+        let SockResult::Error(kind) = res else { panic!("{res:?}") };
+        assert_eq!(n, 0);
+        assert!(pipes.refused(kind), "{kind:?}");
+        assert!(!pipes.usable());
+        assert!(!pipes.refused(io::ErrorKind::ConnectionReset), "a reset is the connection's");
     }
 
     #[test]

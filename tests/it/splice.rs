@@ -266,3 +266,42 @@ fn a_client_that_stops_inside_a_large_upload_sends_no_complete_request_upstream(
         assert_eq!(exchange(proxy.addr, &req).text(), digest(&b), "{how}: the proxy serves on");
     }
 }
+
+#[test]
+fn where_the_kernel_forbids_splice_bodies_are_copied_whole() {
+    // A strict seccomp profile (a container's, a systemd unit's) may refuse splice(2) with
+    // EPERM. The first refusal turns splicing off and that body goes the copy way: no
+    // download or upload is cut.
+    let primary = Upstream::with(|s| {
+        if s.method() == "POST" {
+            Action::Reply(reply(200, digest(&s.body).as_bytes()))
+        } else {
+            let n: usize = s.target().trim_start_matches('/').parse().unwrap_or(0);
+            Action::Reply(reply(200, &body(n, n as u32)))
+        }
+    });
+    let backup = Upstream::named("backup");
+    // Each way first: the first refusal may come on a response body or on a request body.
+    for upload_first in [false, true] {
+        let proxy =
+            Proxy::builder(&primary.url(), &backup.url()).set("--workers", "1").deny_syscall(libc::SYS_splice).start();
+        let mut c = Client::connect(proxy.addr);
+        for step in 0..2 {
+            if (step == 0) == upload_first {
+                let b = body(1_000_000, 8);
+                let mut req =
+                    format!("POST /up HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {}\r\n\r\n", b.len()).into_bytes();
+                req.extend_from_slice(&b);
+                c.send(&req);
+                assert_eq!(c.response().text(), digest(&b), "upload first: {upload_first}");
+            } else {
+                for n in [3_000_000, 70_000] {
+                    c.send(&get_req(&format!("/{n}")));
+                    let resp = c.response();
+                    assert!(resp.status == 200 && resp.body == body(n, n as u32), "/{n}: {} bytes", resp.body.len());
+                }
+            }
+        }
+        assert!(proxy.wait_for_log("splice: refused", Duration::from_secs(2)), "{}", proxy.log());
+    }
+}

@@ -799,6 +799,9 @@ pub struct ProxyBuilder {
     /// Listen address given through a config file instead of `--listen`.
     fixed_listen: Option<SocketAddr>,
     envs: Vec<(String, String)>,
+    /// System calls the proxy's kernel refuses with EPERM (a seccomp filter, as a strict
+    /// container or systemd profile would install).
+    denied: Vec<libc::c_long>,
 }
 
 /// The real `failover` binary, killed on drop.
@@ -896,7 +899,7 @@ impl Drop for Proxy {
 impl ProxyBuilder {
     /// No flags at all.
     pub fn bare() -> ProxyBuilder {
-        ProxyBuilder { args: Vec::new(), fixed_listen: None, envs: Vec::new() }
+        ProxyBuilder { args: Vec::new(), fixed_listen: None, envs: Vec::new(), denied: Vec::new() }
     }
 
     pub fn set(mut self, key: &str, value: &str) -> ProxyBuilder {
@@ -925,6 +928,12 @@ impl ProxyBuilder {
 
     pub fn env(mut self, key: &str, value: &str) -> ProxyBuilder {
         self.envs.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// The proxy runs with system call `nr` (`libc::SYS_splice`) failing EPERM.
+    pub fn deny_syscall(mut self, nr: libc::c_long) -> ProxyBuilder {
+        self.denied.push(nr);
         self
     }
 
@@ -985,6 +994,9 @@ impl ProxyBuilder {
             for (k, v) in &self.envs {
                 cmd.env(k, v);
             }
+            if !self.denied.is_empty() {
+                deny_in_child(&mut cmd, &self.denied);
+            }
             let child = cmd.spawn().expect("spawn failover");
             let mut proxy = Proxy { child, addr, log_path, out_path };
             let ready = wait_until(Duration::from_secs(10), || !proxy.is_running() || ready(addr));
@@ -998,6 +1010,36 @@ impl ProxyBuilder {
             }
         }
         panic!("{last}");
+    }
+}
+
+/// Installs, in the child between fork and exec, a seccomp filter that fails the system
+/// calls `nrs` with EPERM and allows everything else.
+fn deny_in_child(cmd: &mut Command, nrs: &[libc::c_long]) {
+    use std::os::unix::process::CommandExt;
+    const LD_NR: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+    const JEQ: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+    const RET: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+    let stmt = |code, k| libc::sock_filter { code, jt: 0, jf: 0, k };
+    // nr is the first field of struct seccomp_data.
+    let mut prog = vec![stmt(LD_NR, 0)];
+    for &nr in nrs {
+        prog.push(libc::sock_filter { code: JEQ, jt: 0, jf: 1, k: nr as u32 });
+        prog.push(stmt(RET, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32));
+    }
+    prog.push(stmt(RET, libc::SECCOMP_RET_ALLOW));
+    // SAFETY: the closure runs in the forked child before exec and only makes two prctl
+    // calls (async-signal-safe); `prog` is moved in and outlives them.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fprog = libc::sock_fprog { len: prog.len() as u16, filter: prog.as_ptr() as *mut libc::sock_filter };
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &fprog as *const libc::sock_fprog) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
 }
 
