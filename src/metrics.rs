@@ -83,6 +83,8 @@ pub struct WorkerMetrics {
     durations: Histogram,
     retries: [AtomicU64; REASONS.len()],
     rescues: AtomicU64,
+    /// Body bytes moved socket to socket with splice: [responses, requests].
+    spliced: [AtomicU64; 2],
     /// Health checks per upstream: [passed, failed].
     checks: [[AtomicU64; 2]; MAX_UPSTREAMS],
     check_durations: Histogram,
@@ -107,6 +109,7 @@ impl WorkerMetrics {
             durations: Histogram::new(),
             retries: std::array::from_fn(|_| AtomicU64::new(0)),
             rescues: AtomicU64::new(0),
+            spliced: [AtomicU64::new(0), AtomicU64::new(0)],
             checks: std::array::from_fn(|_| [AtomicU64::new(0), AtomicU64::new(0)]),
             check_durations: Histogram::new(),
             heartbeat_ms: AtomicU64::new(0),
@@ -138,6 +141,11 @@ impl WorkerMetrics {
 
     pub fn rescue(&self) {
         bump(&self.rescues, 1);
+    }
+
+    /// `n` body bytes went socket to socket through a pipe (`request`: client to upstream).
+    pub fn spliced(&self, request: bool, n: usize) {
+        bump(&self.spliced[usize::from(request)], n as u64);
     }
 
     pub fn check(&self, upstream: usize, ok: bool, took: Duration) {
@@ -216,6 +224,16 @@ pub fn render(cfg: &Config, board: &Board, control: &Control, blocks: &[WorkerMe
         "Requests moved off an upstream that went down while they waited.",
     );
     let _ = writeln!(out, "failover_rescues_total {}", sum(&|b| read(&b.rescues)));
+    head(
+        &mut out,
+        "failover_spliced_bytes_total",
+        "counter",
+        "Body bytes moved socket to socket with splice(2), never through user space.",
+    );
+    for (i, direction) in ["response", "request"].iter().enumerate() {
+        let n = sum(&|b| read(&b.spliced[i]));
+        let _ = writeln!(out, "failover_spliced_bytes_total{{direction=\"{direction}\"}} {n}");
+    }
     head(&mut out, "failover_client_connections", "gauge", "Open client connections.");
     let _ = writeln!(out, "failover_client_connections {}", control.connections.load(Ordering::Relaxed));
     notifications(&mut out, cfg, &control.notifications);

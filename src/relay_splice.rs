@@ -68,6 +68,7 @@ impl Exchange {
         if pipe.held() > 0 && up.ready.can_write() && !self.up_shut {
             let (n, res) = pipe.drain(up.sock.sock.as_raw_fd(), &mut up.ready);
             moved += n;
+            cx.metrics.spliced(true, n);
             self.body_sent += n as u64;
             if let SockResult::Error(k) = res {
                 // As in send_request: the upstream may have answered first; read that.
@@ -128,6 +129,7 @@ impl Exchange {
         if pipe.held() > 0 && io.ready.can_write() {
             let (n, res) = pipe.drain(io.sock.sock.as_raw_fd(), &mut io.ready);
             moved += n;
+            cx.metrics.spliced(false, n);
             io.sent = io.sent.wrapping_add(n as u32);
             if let SockResult::Error(_) = res {
                 return Err(Flow::Close);

@@ -72,7 +72,23 @@ fn bodies_of_every_size_arrive_whole_over_one_connection_each_side() {
             1,
             "{how}: every response went whole, so one upstream connection carried them all"
         );
+        // The metrics say which way the bytes went: most of these 12 MB through pipes, or
+        // none with --no-splice.
+        let spliced = spliced_bytes(&proxy, "response");
+        if how == "copy" {
+            assert_eq!(spliced, 0, "{how}");
+        } else {
+            assert!(spliced > 10_000_000, "{how}: {spliced} bytes spliced");
+        }
     }
+}
+
+/// `failover_spliced_bytes_total{direction=...}` from the proxy's metrics.
+fn spliced_bytes(proxy: &Proxy, direction: &str) -> u64 {
+    let text = get(proxy.addr, "/__failover/metrics").text();
+    let key = format!("failover_spliced_bytes_total{{direction=\"{direction}\"}} ");
+    let line = text.lines().find(|l| l.starts_with(&key)).unwrap_or_else(|| panic!("no {key} in:\n{text}"));
+    line[key.len()..].trim().parse().unwrap_or_else(|_| panic!("{line}"))
 }
 
 #[test]
@@ -242,6 +258,13 @@ fn large_uploads_arrive_whole_and_the_connections_carry_on() {
         // And a GET after them on the same connection.
         c.send(format!("GET /after HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes());
         assert_eq!(c.response().text(), digest(b""), "{how}");
+        // POST 5 MB past its first bytes, PUT 3 MB past the 1 MB retry buffer.
+        let spliced = spliced_bytes(&proxy, "request");
+        if how == "copy" {
+            assert_eq!(spliced, 0, "{how}");
+        } else {
+            assert!(spliced > 6_000_000, "{how}: {spliced} bytes spliced");
+        }
     }
 }
 
