@@ -526,6 +526,29 @@ impl Body {
         matches!(self, Body::Done)
     }
 
+    /// How many more bytes of this body come with no framing between them: what is left
+    /// of a Content-Length body, no end for one that runs to the close, none for a chunked
+    /// one (its size lines must be read) or a finished one.
+    pub fn unframed_left(&self) -> u64 {
+        match self {
+            Body::Length(left) => *left,
+            Body::UntilClose => u64::MAX,
+            Body::Done | Body::Chunked(_) => 0,
+        }
+    }
+
+    /// Counts off `n` bytes that went on without being looked at (at most
+    /// [`Body::unframed_left`]).
+    pub fn took(&mut self, n: u64) {
+        if let Body::Length(left) = self {
+            debug_assert!(n <= *left);
+            *left -= n.min(*left);
+            if *left == 0 {
+                *self = Body::Done;
+            }
+        }
+    }
+
     /// Like [`Body::scan`], rewriting chunked framing in place (see [`Rewrite`]): returns
     /// (bytes consumed, bytes to forward, now at the front of `data`).
     pub fn rewrite_in_place(&mut self, data: &mut [u8], how: Rewrite) -> Result<(usize, usize), ChunkError> {
@@ -548,10 +571,7 @@ impl Body {
             Body::Done => Ok(0),
             Body::Length(left) => {
                 let n = (*left).min(data.len() as u64);
-                *left -= n;
-                if *left == 0 {
-                    *self = Body::Done;
-                }
+                self.took(n);
                 Ok(n as usize)
             }
             Body::Chunked(c) => {

@@ -606,3 +606,18 @@ fn length_bodies_stop_at_their_end_in_any_split() {
         }
     }
 }
+
+#[test]
+fn unframed_bytes_are_counted_off_a_body() {
+    let mut b = Body::start(Framing::Length(10), u64::MAX);
+    assert_eq!(b.unframed_left(), 10);
+    b.took(4);
+    assert_eq!(b.unframed_left(), 6);
+    b.took(6);
+    assert!(b.is_done(), "the last byte ends it");
+    let mut b = Body::start(Framing::UntilClose, u64::MAX);
+    b.took(1 << 40);
+    assert_eq!(b.unframed_left(), u64::MAX, "no end until the close");
+    assert_eq!(Body::start(Framing::Chunked, u64::MAX).unframed_left(), 0, "size lines must be read");
+    assert_eq!(Body::start(Framing::None, u64::MAX).unframed_left(), 0);
+}

@@ -285,12 +285,7 @@ impl Exchange {
             }
         }
         let wrote = io.write(self.uin.as_mut(), &mut self.resp_fwd, cx.now).map_err(|_| Flow::Close)? > 0;
-        let large = match self.resp_body {
-            Body::Length(n) => n >= splice::MIN_BODY,
-            Body::UntilClose => true,
-            _ => false,
-        };
-        if self.pipe.is_none() && !large {
+        if self.pipe.is_none() && self.resp_body.unframed_left() < splice::MIN_BODY {
             return Ok(wrote);
         }
         Ok(self.splice_body(io, cx, up)? | wrote)

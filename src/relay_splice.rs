@@ -4,14 +4,14 @@
 //! [`crate::splice`]'s. Nothing here parses HTTP, and nothing here keeps a byte a retry
 //! could need: a request body is piped only once it can no longer be replayed.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 
 use crate::buffer::Buf;
 use crate::client_io::ClientIo;
 use crate::exchange::{io_fail, Ctx, Exchange, Flow, StepResult};
 use crate::framing::Body;
-use crate::readiness::R;
-use crate::splice;
+use crate::readiness::{Readiness, R};
+use crate::splice::{self, Pipe, Pipes};
 use crate::transport::SockResult;
 use crate::uplink::{kind_text, UpState, Uplink};
 
@@ -40,25 +40,20 @@ impl Exchange {
     pub(crate) fn splice_request(&mut self, io: &mut ClientIo, cx: &mut Ctx, up: &mut Uplink) -> StepResult {
         let Some(pipe) = self.req_pipe.as_mut() else { return Ok(false) };
         let mut moved = 0;
-        if let Body::Length(left) = self.req_body {
-            if !io.eof && io.ready.can_read() {
-                let (n, res) = pipe.fill(io.sock.sock.as_raw_fd(), &mut io.ready, left);
-                if let SockResult::Error(k) = res {
-                    if n == 0 && pipe.held() == 0 && cx.pipes.refused(k) {
-                        // Nothing moved: the rest of the body goes the copy way.
-                        if let Some(p) = self.req_pipe.take() {
-                            cx.pipes.put(p);
-                        }
-                        return Ok(true);
-                    }
+        if self.req_body.unframed_left() > 0 && !io.eof && io.ready.can_read() {
+            let Some((n, res)) = fill(pipe, io.sock.sock.as_raw_fd(), &mut io.ready, &mut self.req_body, cx.pipes)
+            else {
+                // Nothing moved: the rest of the body goes the copy way.
+                if let Some(p) = self.req_pipe.take() {
+                    cx.pipes.put(p);
                 }
-                moved += n;
-                self.req_body = if left == n as u64 { Body::Done } else { Body::Length(left - n as u64) };
-                match res {
-                    SockResult::Closed => io.eof = true,
-                    SockResult::Error(_) => return Err(Flow::Close),
-                    _ => {}
-                }
+                return Ok(true);
+            };
+            moved += n;
+            match res {
+                SockResult::Closed => io.eof = true,
+                SockResult::Error(_) => return Err(Flow::Close),
+                _ => {}
             }
         }
         if io.eof && !self.req_body.is_done() {
@@ -100,26 +95,16 @@ impl Exchange {
         }
         let Some(pipe) = self.pipe.as_mut() else { return Ok(false) };
         let mut moved = 0;
-        let left = match self.resp_body {
-            Body::Length(n) => n,
-            Body::UntilClose => u64::MAX,
-            _ => 0,
-        };
-        if left > 0 && !self.up_eof && up.ready.can_read() {
-            let (n, res) = pipe.fill(up.sock.sock.as_raw_fd(), &mut up.ready, left);
-            if let SockResult::Error(k) = res {
-                if n == 0 && pipe.held() == 0 && cx.pipes.refused(k) {
-                    // Nothing moved: the rest of the body goes the copy way.
-                    if let Some(p) = self.pipe.take() {
-                        cx.pipes.put(p);
-                    }
-                    return Ok(true);
+        if self.resp_body.unframed_left() > 0 && !self.up_eof && up.ready.can_read() {
+            let Some((n, res)) = fill(pipe, up.sock.sock.as_raw_fd(), &mut up.ready, &mut self.resp_body, cx.pipes)
+            else {
+                // Nothing moved: the rest of the body goes the copy way.
+                if let Some(p) = self.pipe.take() {
+                    cx.pipes.put(p);
                 }
-            }
+                return Ok(true);
+            };
             moved += n;
-            if let Body::Length(l) = self.resp_body {
-                self.resp_body = if l == n as u64 { Body::Done } else { Body::Length(l - n as u64) };
-            }
             match res {
                 SockResult::Closed => self.up_eof = true,
                 SockResult::Error(_) => return Err(Flow::Close),
@@ -148,6 +133,26 @@ impl Exchange {
         }
         Ok(moved > 0)
     }
+}
+
+/// Fills `pipe` from socket `from` with at most what is left of `body`, and counts the
+/// bytes off it. `None`: the kernel refused `splice` before a byte moved (the body goes the
+/// copy way instead).
+fn fill(
+    pipe: &mut Pipe,
+    from: RawFd,
+    ready: &mut Readiness,
+    body: &mut Body,
+    pipes: &mut Pipes,
+) -> Option<(usize, SockResult)> {
+    let (n, res) = pipe.fill(from, ready, body.unframed_left());
+    if let SockResult::Error(k) = res {
+        if n == 0 && pipe.held() == 0 && pipes.refused(k) {
+            return None;
+        }
+    }
+    body.took(n as u64);
+    Some((n, res))
 }
 
 /// Both sides are plain TCP and splicing is on: a body may go through a pipe.

@@ -88,10 +88,15 @@ impl Pipes {
         let refused =
             matches!(kind, io::ErrorKind::PermissionDenied | io::ErrorKind::Unsupported | io::ErrorKind::InvalidInput);
         if refused && !self.off {
-            log::warn!("splice: refused by the kernel ({kind}); relaying bodies through user space");
-            self.off = true;
+            self.turn_off(format_args!("refused by the kernel ({kind})"));
         }
         refused
+    }
+
+    /// Splicing is off for this worker from now on, said once.
+    fn turn_off(&mut self, why: std::fmt::Arguments) {
+        log::warn!("splice: {why}; relaying bodies through user space");
+        self.off = true;
     }
 
     /// An empty pipe, or `None` when none can be had (bodies are copied then).
@@ -110,8 +115,7 @@ impl Pipes {
             // Out of descriptors or memory for now: this body is copied, the next may not be.
             Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)) => None,
             Err(e) => {
-                log::warn!("splice: cannot open a pipe ({e}); relaying bodies through user space");
-                self.off = true;
+                self.turn_off(format_args!("cannot open a pipe ({e})"));
                 None
             }
         }

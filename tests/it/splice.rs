@@ -45,6 +45,14 @@ fn get_req(path: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: {HOST}\r\n\r\n").into_bytes()
 }
 
+/// A request to /up with `body`, framed by Content-Length.
+fn upload(method: &str, body: &[u8]) -> Vec<u8> {
+    let mut req =
+        format!("{method} /up HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+    req.extend_from_slice(body);
+    req
+}
+
 #[test]
 fn bodies_of_every_size_arrive_whole_over_one_connection_each_side() {
     let primary = sized_upstream();
@@ -249,9 +257,7 @@ fn large_uploads_arrive_whole_and_the_connections_carry_on() {
             [("POST", 5_000_000), ("PUT", 3_000_000), ("POST", 40_000), ("POST", 16_384), ("PUT", 500_000)]
         {
             let b = body(n, n as u32 + 1);
-            let mut req = format!("{method} /up HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {n}\r\n\r\n").into_bytes();
-            req.extend_from_slice(&b);
-            c.send(&req);
+            c.send(&upload(method, &b));
             let resp = c.response();
             assert_eq!((resp.status, resp.text()), (200, digest(&b)), "{how}: {method} of {n} bytes");
         }
@@ -284,9 +290,7 @@ fn a_client_that_stops_inside_a_large_upload_sends_no_complete_request_upstream(
         // could take as whole.
         assert_eq!(primary.request_count(), before, "{how}");
         let b = body(100_000, 6);
-        let mut req = format!("POST /up HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {}\r\n\r\n", b.len()).into_bytes();
-        req.extend_from_slice(&b);
-        assert_eq!(exchange(proxy.addr, &req).text(), digest(&b), "{how}: the proxy serves on");
+        assert_eq!(exchange(proxy.addr, &upload("POST", &b)).text(), digest(&b), "{how}: the proxy serves on");
     }
 }
 
@@ -312,10 +316,7 @@ fn where_the_kernel_forbids_splice_bodies_are_copied_whole() {
         for step in 0..2 {
             if (step == 0) == upload_first {
                 let b = body(1_000_000, 8);
-                let mut req =
-                    format!("POST /up HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {}\r\n\r\n", b.len()).into_bytes();
-                req.extend_from_slice(&b);
-                c.send(&req);
+                c.send(&upload("POST", &b));
                 assert_eq!(c.response().text(), digest(&b), "upload first: {upload_first}");
             } else {
                 for n in [3_000_000, 70_000] {
