@@ -16,7 +16,7 @@ use crate::buffer::{Buf, Pool, Writer};
 use crate::client_io::ClientIo;
 use crate::config::Config;
 use crate::control::Control;
-use crate::framing::Body;
+use crate::framing::{Body, Framing};
 use crate::health::{Board, Route};
 use crate::http1::{self, Addressing, Request, Response};
 use crate::metrics::{RetryReason, WorkerMetrics};
@@ -259,6 +259,10 @@ impl Exchange {
         }
         self.replay.release(cx.pool);
         self.file = None;
+        if self.resp.is_some_and(|r| r.framing == Framing::Chunked) {
+            // Large if a chunk of it still had its pipe (small chunks give theirs back).
+            cx.pipes.scored(self.target, self.pipe.is_some());
+        }
         for p in [self.pipe.take(), self.req_pipe.take()].into_iter().flatten() {
             cx.pipes.put(p);
         }

@@ -251,6 +251,25 @@ impl Chunked {
         self.state == State::Done
     }
 
+    /// Data bytes of the current chunk not yet seen (0 outside a chunk's data).
+    pub fn data_left(&self) -> u64 {
+        if self.state == State::Data {
+            self.size
+        } else {
+            0
+        }
+    }
+
+    /// Counts off `n` data bytes of the current chunk (at most [`Chunked::data_left`]);
+    /// its line end comes next once they are all seen.
+    pub fn took(&mut self, n: u64) {
+        debug_assert!(n <= self.data_left());
+        self.size -= n.min(self.size);
+        if self.size == 0 && self.state == State::Data {
+            self.state = State::DataCr;
+        }
+    }
+
     /// Validates as much of `data` as possible; returns how many bytes were consumed.
     /// Stops at the end of the body (the rest belongs to the next message).
     pub fn scan(&mut self, data: &[u8]) -> Result<usize, ChunkError> {
@@ -346,10 +365,7 @@ impl Chunked {
     fn next_run(&mut self, data: &[u8], stop_at_line: bool) -> Result<Run, ChunkError> {
         if self.state == State::Data {
             let n = data.len().min(self.size.min(usize::MAX as u64) as usize);
-            self.size -= n as u64;
-            if self.size == 0 {
-                self.state = State::DataCr;
-            }
+            self.took(n as u64);
             return Ok(Run::Data(n));
         }
         let mut i = 0;
@@ -527,25 +543,31 @@ impl Body {
     }
 
     /// How many more bytes of this body come with no framing between them: what is left
-    /// of a Content-Length body, no end for one that runs to the close, none for a chunked
-    /// one (its size lines must be read) or a finished one.
+    /// of a Content-Length body, no end for one that runs to the close, the rest of the
+    /// current chunk's data for a chunked one (none while a size line or a line end is
+    /// next: that must be read), none for a finished one.
     pub fn unframed_left(&self) -> u64 {
         match self {
             Body::Length(left) => *left,
             Body::UntilClose => u64::MAX,
-            Body::Done | Body::Chunked(_) => 0,
+            Body::Chunked(c) => c.data_left(),
+            Body::Done => 0,
         }
     }
 
     /// Counts off `n` bytes that went on without being looked at (at most
     /// [`Body::unframed_left`]).
     pub fn took(&mut self, n: u64) {
-        if let Body::Length(left) = self {
-            debug_assert!(n <= *left);
-            *left -= n.min(*left);
-            if *left == 0 {
-                *self = Body::Done;
+        match self {
+            Body::Length(left) => {
+                debug_assert!(n <= *left);
+                *left -= n.min(*left);
+                if *left == 0 {
+                    *self = Body::Done;
+                }
             }
+            Body::Chunked(c) => c.took(n),
+            Body::UntilClose | Body::Done => {}
         }
     }
 

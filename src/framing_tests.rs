@@ -621,3 +621,27 @@ fn unframed_bytes_are_counted_off_a_body() {
     assert_eq!(Body::start(Framing::Chunked, u64::MAX).unframed_left(), 0, "size lines must be read");
     assert_eq!(Body::start(Framing::None, u64::MAX).unframed_left(), 0);
 }
+
+#[test]
+fn a_chunks_data_is_unframed_and_its_line_end_is_not() {
+    let mut b = Body::start(Framing::Chunked, u64::MAX);
+    assert_eq!(b.scan(b"a;x=1\r\nab").unwrap(), 9);
+    assert_eq!(b.unframed_left(), 8, "10 data bytes, 2 seen");
+    b.took(5);
+    assert_eq!(b.unframed_left(), 3);
+    b.took(3);
+    assert_eq!(b.unframed_left(), 0, "the line end after the data must be read");
+    assert!(b.scan(b"x").is_err(), "after the data only CRLF may come");
+    let mut b = Body::start(Framing::Chunked, u64::MAX);
+    b.scan(b"4\r\n").unwrap();
+    b.took(4);
+    let rest = b"\r\n3\r\nxyz\r\n0\r\n\r\nNEXT";
+    assert_eq!(b.scan(rest).unwrap(), rest.len() - 4, "the body ends before the next message");
+    assert!(b.is_done());
+    // In the middle of a size line, nothing is unframed.
+    let mut b = Body::start(Framing::Chunked, u64::MAX);
+    b.scan(b"10").unwrap();
+    assert_eq!(b.unframed_left(), 0);
+    b.scan(b"\r\n").unwrap();
+    assert_eq!(b.unframed_left(), 16);
+}

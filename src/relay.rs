@@ -153,15 +153,20 @@ impl Exchange {
     fn read_response_head(&mut self, io: &mut ClientIo, cx: &mut Ctx, up: &mut Uplink) -> StepResult {
         let mut moved = false;
         let complete = self.resp.is_some() && self.resp_body.is_done();
-        // With a pipe, the body goes socket to socket ([`Self::splice_body`]).
-        let piped = self.pipe.is_some();
+        // With a pipe, the body goes socket to socket ([`Self::splice_body`]). Only the
+        // framing of a chunked body is read here, once the pipe is empty (so what is read
+        // comes after all that was piped), in a small bite: the next chunk's data stays in
+        // the kernel.
+        let piped = self.pipe.as_ref().is_some_and(|p| p.held() > 0 || self.resp_body.unframed_left() > 0);
         if up.state == UpState::Busy && !self.up_eof && up.ready.can_read() && !complete && !piped {
             let buf = cx.pool.ensure(&mut self.uin);
             if !buf.is_full() {
                 let handshaking = up.sock.handshaking();
                 // Where a large body could be spliced, a head is read in a small bite: the
                 // body behind it then stays in the kernel.
-                let (n, res) = if self.resp.is_none() && cx.pipes.bite(self.target) && splice_ok(io, cx, up) {
+                let (n, res) = if self.pipe.is_some() {
+                    transport::read_upto(&mut up.sock.sock, &mut up.ready, buf, splice::CHUNK_BITE)
+                } else if self.resp.is_none() && cx.pipes.bite(self.target) && splice_ok(io, cx, up) {
                     transport::read_upto(&mut up.sock.sock, &mut up.ready, buf, splice::HEAD_BITE)
                 } else {
                     up.sock.read_into(&mut up.ready, buf)
@@ -238,8 +243,12 @@ impl Exchange {
                     self.status = resp.status;
                     self.ttfb = Some(cx.now.saturating_duration_since(self.started));
                     self.resp_body = Body::start(resp.framing, u64::MAX);
-                    let len = if let Framing::Length(n) = resp.framing { Some(n) } else { None };
-                    cx.pipes.saw(self.target, len);
+                    // A chunked answer is counted at its end ([`Exchange::end`]).
+                    match resp.framing {
+                        Framing::Chunked => {}
+                        Framing::Length(n) => cx.pipes.saw(self.target, Some(n)),
+                        _ => cx.pipes.saw(self.target, None),
+                    }
                     // Nothing is re-sent once a response head is relayed.
                     self.replay.release(cx.pool);
                     if let Some(b) = self.up_head.take() {
@@ -268,7 +277,12 @@ impl Exchange {
                     _ => None,
                 };
                 match take_body(&mut self.resp_body, uin, self.resp_fwd, how) {
-                    Ok(n) => self.resp_fwd += n,
+                    Ok(n) => {
+                        self.resp_fwd += n;
+                        if n > 0 && self.pipe.is_some() {
+                            self.unpipe_small_chunk(cx);
+                        }
+                    }
                     Err(e) => {
                         log::debug!("client={} upstream sent an invalid chunked body: {e:?}", io.peer);
                         return Err(Flow::Close);

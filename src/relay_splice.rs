@@ -85,10 +85,10 @@ impl Exchange {
     /// space: nothing re-frames it and, with its head relayed, nothing replays it.
     #[inline(never)]
     pub(crate) fn splice_body(&mut self, io: &mut ClientIo, cx: &mut Ctx, up: &mut Uplink) -> StepResult {
+        // What the client is still to get through user space comes before what is piped.
+        let caught_up = io.cout_empty() && self.uin.as_ref().is_none_or(Buf::is_empty);
         if self.pipe.is_none() {
-            let caught_up = io.cout_empty() && self.uin.as_ref().is_none_or(Buf::is_empty);
-            let reframed = self.resp.is_none_or(|r| r.dechunk);
-            if !caught_up || reframed || self.up_eof || !splice_ok(io, cx, up) {
+            if !caught_up || self.resp.is_none() || self.up_eof || !splice_ok(io, cx, up) {
                 return Ok(false);
             }
             self.pipe = cx.pipes.take();
@@ -111,7 +111,7 @@ impl Exchange {
                 _ => {}
             }
         }
-        if pipe.held() > 0 && io.ready.can_write() {
+        if pipe.held() > 0 && io.ready.can_write() && caught_up {
             let (n, res) = pipe.drain(io.sock.sock.as_raw_fd(), &mut io.ready);
             moved += n;
             cx.metrics.spliced(false, n);
@@ -132,6 +132,19 @@ impl Exchange {
             io.last_activity = cx.now;
         }
         Ok(moved > 0)
+    }
+
+    /// A chunk's data that a bite of framing showed to be small goes the copy way, and so
+    /// do the chunks after it, read in full buffers again: a pipe pays for large chunks
+    /// only. (Called after response-body bytes were read through user space.)
+    pub(crate) fn unpipe_small_chunk(&mut self, cx: &mut Ctx) {
+        let left = self.resp_body.unframed_left();
+        let chunked = matches!(self.resp_body, Body::Chunked(_));
+        if chunked && left > 0 && left < splice::MIN_BODY && self.pipe.as_ref().is_some_and(|p| p.held() == 0) {
+            if let Some(p) = self.pipe.take() {
+                cx.pipes.put(p);
+            }
+        }
     }
 }
 

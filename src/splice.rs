@@ -26,6 +26,10 @@ pub const MIN_BODY: u64 = 16 * 1024;
 /// How much of a response is read through user space for its head (and the start of its
 /// body) when the rest is likely to be spliced: most heads are a few hundred bytes.
 pub const HEAD_BITE: usize = 4 * 1024;
+/// How much of a chunked body is read through user space after a chunk's data went through
+/// a pipe: the line end and the next size line, and the first bytes of its data (which
+/// tell a small chunk from a large one).
+pub const CHUNK_BITE: usize = 512;
 /// A body at least this long is "large" for [`Pipes::bite`]: past a full buffer, where
 /// the copy path takes several reads anyway.
 const LARGE: u64 = BUF_SIZE as u64;
@@ -68,11 +72,14 @@ impl Pipes {
 
     /// Counts an answer from `upstream` whose body is `len` bytes (`None`: unknown).
     pub fn saw(&mut self, upstream: usize, len: Option<u64>) {
+        self.scored(upstream, len.is_some_and(|n| n >= LARGE));
+    }
+
+    /// Counts an answer from `upstream` that was `large` (a chunked one is, when one of
+    /// its chunks went through a pipe).
+    pub fn scored(&mut self, upstream: usize, large: bool) {
         if let Some(s) = self.score.get_mut(upstream) {
-            *s = match len {
-                Some(n) if n >= LARGE => (*s + 1).min(SCORE_MAX),
-                _ => s.saturating_sub(1),
-            };
+            *s = if large { (*s + 1).min(SCORE_MAX) } else { s.saturating_sub(1) };
         }
     }
 

@@ -24,6 +24,7 @@ mod routing;
 mod shutdown;
 mod smuggling;
 mod splice;
+mod splice_chunked;
 mod static_backup;
 mod tls;
 mod zero_error;

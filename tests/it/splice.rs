@@ -11,7 +11,7 @@ use std::time::Duration;
 
 /// `n` bytes that differ from any shifted copy of themselves: a lost, doubled or
 /// reordered range shows.
-fn body(n: usize, seed: u32) -> Vec<u8> {
+pub(crate) fn body(n: usize, seed: u32) -> Vec<u8> {
     let mut x = seed.wrapping_mul(2_654_435_761) | 1;
     (0..n)
         .map(|_| {
@@ -31,7 +31,7 @@ fn sized_upstream() -> Upstream {
     })
 }
 
-fn proxies(primary: &Upstream, backup: &Upstream) -> Vec<(&'static str, Proxy)> {
+pub(crate) fn proxies(primary: &Upstream, backup: &Upstream) -> Vec<(&'static str, Proxy)> {
     ["splice", "copy"]
         .into_iter()
         .map(|how| {
@@ -41,7 +41,7 @@ fn proxies(primary: &Upstream, backup: &Upstream) -> Vec<(&'static str, Proxy)> 
         .collect()
 }
 
-fn get_req(path: &str) -> Vec<u8> {
+pub(crate) fn get_req(path: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: {HOST}\r\n\r\n").into_bytes()
 }
 
@@ -92,7 +92,7 @@ fn bodies_of_every_size_arrive_whole_over_one_connection_each_side() {
 }
 
 /// `failover_spliced_bytes_total{direction=...}` from the proxy's metrics.
-fn spliced_bytes(proxy: &Proxy, direction: &str) -> u64 {
+pub(crate) fn spliced_bytes(proxy: &Proxy, direction: &str) -> u64 {
     let text = get(proxy.addr, "/__failover/metrics").text();
     let key = format!("failover_spliced_bytes_total{{direction=\"{direction}\"}} ");
     let line = text.lines().find(|l| l.starts_with(&key)).unwrap_or_else(|| panic!("no {key} in:\n{text}"));

@@ -1,0 +1,293 @@
+//! Chunked response bodies: the data of a large chunk goes through a kernel pipe, the
+//! framing around it (line ends, size lines, trailers) through user space, where it is
+//! checked and written afresh. The client must see exactly the bytes the copy path gives:
+//! every size line canonical, every data byte in order, the trailers, the end.
+
+use crate::common::*;
+use crate::splice::{body, get_req, proxies, spliced_bytes};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::thread;
+use std::time::Duration;
+
+/// The data of a chunked body with chunks of `sizes`.
+fn data(sizes: &[usize]) -> Vec<u8> {
+    let total: usize = sizes.iter().sum();
+    body(total, total as u32 ^ sizes.len() as u32)
+}
+
+/// A chunked body of `sizes`. As an upstream writes it (`canonical` false): upper-case hex,
+/// a leading zero and an extension on every other size line, a trailer field that is kept
+/// and one that must not be a trailer. As the proxy must pass it on (`canonical` true):
+/// lower-case hex, no extension, the second trailer field dropped.
+fn chunked(sizes: &[usize], canonical: bool) -> Vec<u8> {
+    let d = data(sizes);
+    let mut out = Vec::new();
+    let mut at = 0;
+    for (i, &n) in sizes.iter().enumerate() {
+        let line = match (canonical, i % 2) {
+            (true, _) => format!("{n:x}\r\n"),
+            (false, 0) => format!("0{n:X};part={i}\r\n"),
+            (false, _) => format!("{n:X}\r\n"),
+        };
+        out.extend_from_slice(line.as_bytes());
+        out.extend_from_slice(&d[at..at + n]);
+        out.extend_from_slice(b"\r\n");
+        at += n;
+    }
+    out.extend_from_slice(b"0\r\nX-Checksum: abc\r\n");
+    if !canonical {
+        out.extend_from_slice(b"Content-Length: 1\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// `/chunks/A,B,C`: a chunked answer with chunks of A, B and C bytes.
+fn sizes_of(target: &str) -> Vec<usize> {
+    let list = target.trim_start_matches("/chunks/");
+    list.split(',').filter(|s| !s.is_empty()).filter_map(|s| s.parse().ok()).collect()
+}
+
+fn chunked_head() -> Vec<u8> {
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec()
+}
+
+fn chunked_upstream() -> Upstream {
+    Upstream::with(|s| {
+        let mut answer = chunked_head();
+        answer.extend_from_slice(&chunked(&sizes_of(s.target()), false));
+        Action::Reply(answer)
+    })
+}
+
+/// The body part of a raw response, after its head.
+fn after_head(raw: &[u8]) -> &[u8] {
+    let at = find(raw, b"\r\n\r\n").map_or(raw.len(), |i| i + 4);
+    &raw[at..]
+}
+
+#[test]
+fn chunked_bodies_arrive_with_canonical_framing_over_one_connection_each_side() {
+    let primary = chunked_upstream();
+    let backup = Upstream::named("backup");
+    // Large chunks first (the proxy learns to read heads in small bites), then small chunks
+    // after large ones (they go back to the copy way), chunks on both sides of the
+    // smallest spliced run, many small chunks, and none at all.
+    let shapes: Vec<Vec<usize>> = vec![
+        vec![3_000_000],
+        vec![65_536; 4],
+        vec![100_000, 10, 10, 10, 5_000, 200_000, 16_384, 16_383, 1],
+        vec![1_000; 100],
+        vec![16_383],
+        vec![16_384],
+        vec![70_000, 3],
+        vec![],
+        vec![40_000, 300, 40_000, 300, 40_000],
+    ];
+    for (how, proxy) in proxies(&primary, &backup) {
+        let before = primary.traffic_connections();
+        let mut c = Client::connect(proxy.addr);
+        for round in 0..2 {
+            for sizes in &shapes {
+                let path = format!("/chunks/{}", sizes.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(","));
+                c.send(&get_req(&path));
+                let resp = c.response();
+                assert_eq!(resp.status, 200, "{how}: {path}, round {round}");
+                assert_eq!(resp.header("transfer-encoding"), Some("chunked"), "{how}: {path}");
+                let wire = after_head(&resp.raw);
+                let want = chunked(sizes, true);
+                assert!(
+                    wire == want.as_slice(),
+                    "{how}: {path}, round {round}: {} bytes on the wire, {} expected; first difference at {:?}",
+                    wire.len(),
+                    want.len(),
+                    wire.iter().zip(&want).position(|(a, b)| a != b)
+                );
+            }
+        }
+        assert_eq!(primary.traffic_connections() - before, 1, "{how}: one upstream connection carried them all");
+        let spliced = spliced_bytes(&proxy, "response");
+        if how == "copy" {
+            assert_eq!(spliced, 0, "{how}");
+        } else {
+            // Most of the 7.2 MB of data sits in chunks of 64 KB and more.
+            assert!(spliced > 5_000_000, "{how}: {spliced} bytes spliced");
+        }
+    }
+}
+
+#[test]
+fn a_slow_reader_gets_every_chunk_in_order() {
+    // The client's socket fills, so pipes hold data the client has yet to take while the
+    // framing after it waits in the upstream's socket: it must reach the client after
+    // that data, never before.
+    let primary = chunked_upstream();
+    let backup = Upstream::named("backup");
+    let mut sizes = vec![100_000; 150];
+    sizes.extend([17, 20_000, 5, 300_000]);
+    let path = format!("/chunks/{}", sizes.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(","));
+    let want = chunked(&sizes, true);
+    for (how, proxy) in proxies(&primary, &backup) {
+        let s = TcpStream::connect(proxy.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut c = Wire::new(s);
+        c.stream.write_all(&get_req(&path)).unwrap();
+        let head = c.read_head().unwrap().expect("a head");
+        assert!(head.starts_with(b"HTTP/1.1 200"), "{how}");
+        let mut got = Vec::new();
+        while got.len() < want.len() {
+            thread::sleep(ms(2));
+            got.extend_from_slice(&c.read_n((want.len() - got.len()).min(64 * 1024)).unwrap());
+        }
+        assert!(
+            got == want,
+            "{how}: first difference at {:?} of {}",
+            got.iter().zip(&want).position(|(a, b)| a != b),
+            want.len()
+        );
+        // The connection carries on.
+        c.stream.write_all(&get_req("/chunks/5")).unwrap();
+        let resp = read_response(&mut c, false).unwrap();
+        assert_eq!(after_head(&resp.raw), chunked(&[5], true).as_slice(), "{how}");
+    }
+}
+
+#[test]
+fn an_http_1_0_client_gets_the_data_of_a_chunked_body_and_then_the_close() {
+    let primary = chunked_upstream();
+    let backup = Upstream::named("backup");
+    let sizes = [200_000, 50_000, 10, 1_000_000];
+    for (how, proxy) in proxies(&primary, &backup) {
+        let mut s = TcpStream::connect(proxy.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(format!("GET /chunks/200000,50000,10,1000000 HTTP/1.0\r\nHost: {HOST}\r\n\r\n").as_bytes())
+            .unwrap();
+        let mut all = Vec::new();
+        s.read_to_end(&mut all).unwrap();
+        assert!(all.starts_with(b"HTTP/1.1 200"), "{how}: {}", show(&all[..all.len().min(200)]));
+        let got = after_head(&all);
+        assert!(got == data(&sizes).as_slice(), "{how}: {} bytes, {} expected", got.len(), data(&sizes).len());
+    }
+}
+
+#[test]
+fn an_upstream_that_closes_inside_a_large_chunk_never_ends_the_body_for_the_client() {
+    // A chunk of 1 MB is announced; 300 KB of it come, then the close. The client gets
+    // those bytes and the close, never the last-chunk line that would make the body look
+    // whole.
+    let mut answer = chunked_head();
+    let whole = chunked(&[1_000_000], false);
+    answer.extend_from_slice(&whole[..300_000]);
+    let primary = Upstream::with(move |s| {
+        if s.target() == "/cut" {
+            Action::ReplyThenClose(answer.clone())
+        } else {
+            Action::Reply(reply(200, b"fine"))
+        }
+    });
+    let backup = Upstream::named("backup");
+    let want = chunked(&[1_000_000], true);
+    for (how, proxy) in proxies(&primary, &backup) {
+        let mut s = TcpStream::connect(proxy.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(&get_req("/cut")).unwrap();
+        let mut all = Vec::new();
+        let _ = s.read_to_end(&mut all);
+        let got = after_head(&all);
+        assert!(all.starts_with(b"HTTP/1.1 200"), "{how}");
+        assert!(got.len() < want.len() && want.starts_with(got), "{how}: {} bytes, not a prefix", got.len());
+        assert!(got.len() > 200_000, "{how}: the bytes that came are passed on ({} of them)", got.len());
+        assert_eq!(get(proxy.addr, "/next").text(), "fine", "{how}: the proxy serves on");
+    }
+}
+
+/// An upstream on 127.0.0.1 that writes a chunked answer to `/pieces` a few bytes of
+/// framing at a time, with pauses: line ends, size lines and data split wherever a read
+/// could end. Anything else gets a short 200.
+fn trickling_upstream(sizes: &'static [usize]) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut s) = conn else { return };
+            thread::spawn(move || {
+                let mut w = Wire::new(s.try_clone().unwrap());
+                while let Ok(Some(head)) = w.read_head() {
+                    if !head.starts_with(b"GET /pieces ") {
+                        if s.write_all(&reply(200, b"ok")).is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    let wire = chunked(sizes, false);
+                    let mut pieces = vec![chunked_head()];
+                    // Cut the body around every framing byte and inside the data.
+                    let mut at = 0;
+                    for cut in (0..wire.len()).filter(|&i| {
+                        let near_line = wire[i.saturating_sub(3)..(i + 3).min(wire.len())].contains(&b'\n');
+                        near_line || i % 25_000 == 0
+                    }) {
+                        if cut > at {
+                            pieces.push(wire[at..cut].to_vec());
+                            at = cut;
+                        }
+                    }
+                    pieces.push(wire[at..].to_vec());
+                    for p in pieces {
+                        if s.write_all(&p).is_err() {
+                            return;
+                        }
+                        thread::sleep(Duration::from_micros(300));
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[test]
+fn framing_that_arrives_in_pieces_between_piped_chunks_is_read_right() {
+    static SIZES: [usize; 6] = [100_000, 20_000, 17, 64_000, 16_384, 300_000];
+    let primary = trickling_upstream(&SIZES);
+    let backup = Upstream::named("backup");
+    for how in ["splice", "copy"] {
+        let b = Proxy::builder(&primary, &backup.url()).set("--workers", "1");
+        let proxy = if how == "copy" { b.flag("--no-splice") } else { b }.start();
+        let mut c = Client::connect(proxy.addr);
+        for round in 0..3 {
+            c.send(&get_req("/pieces"));
+            let resp = c.response();
+            assert_eq!(resp.status, 200, "{how}, round {round}");
+            let want = chunked(&SIZES, true);
+            let wire = after_head(&resp.raw);
+            assert!(
+                wire == want.as_slice(),
+                "{how}, round {round}: {} bytes, {} expected; first difference at {:?}",
+                wire.len(),
+                want.len(),
+                wire.iter().zip(&want).position(|(a, b)| a != b)
+            );
+        }
+        if how == "splice" {
+            assert!(spliced_bytes(&proxy, "response") > 500_000, "{how}");
+        }
+    }
+}
+
+#[test]
+fn where_the_kernel_forbids_splice_chunked_bodies_are_copied_whole() {
+    let primary = chunked_upstream();
+    let backup = Upstream::named("backup");
+    let proxy =
+        Proxy::builder(&primary.url(), &backup.url()).set("--workers", "1").deny_syscall(libc::SYS_splice).start();
+    let mut c = Client::connect(proxy.addr);
+    for sizes in [vec![500_000, 70_000], vec![65_536; 3]] {
+        let path = format!("/chunks/{}", sizes.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(","));
+        c.send(&get_req(&path));
+        let resp = c.response();
+        assert!(after_head(&resp.raw) == chunked(&sizes, true).as_slice(), "{path}: {} bytes", resp.raw.len());
+    }
+    assert!(proxy.wait_for_log("splice: refused", Duration::from_secs(2)), "{}", proxy.log());
+}
