@@ -15,7 +15,9 @@
 # request over failover's (above 1 means failover spends less CPU per request).
 #
 # usage: benches/compare.sh [PATH] [CONNS] [SECONDS] [ROUNDS]   (from the repository root)
-#   PATH     /small (a 14-byte body), /1k or /64k (random bytes)   default /small
+#   PATH     /small (a 14-byte body), /1k or /64k (random bytes),  default /small
+#            /chunked/64k or /chunked/256k (random bytes, chunked: the upstream nginx
+#            sends them in chunks of 64 KB, as an app server streaming a file does)
 #   CONNS    wrk connections                                       default 50
 #   SECONDS  length of one wrk run                                 default 5
 #   ROUNDS   number of interleaved rounds                          default 3
@@ -51,7 +53,10 @@ DEAD_PORT=9002 # the backup: nothing listens here
 
 die() { echo "compare.sh: $*" >&2; exit 1; }
 
-case $URL_PATH in /small | /1k | /64k) ;; *) die "PATH must be /small, /1k or /64k (got $URL_PATH)" ;; esac
+case $URL_PATH in
+  /small | /1k | /64k | /chunked/64k | /chunked/256k) ;;
+  *) die "PATH must be /small, /1k, /64k, /chunked/64k or /chunked/256k (got $URL_PATH)" ;;
+esac
 for n in "$CONNS" "$SECS" "$ROUNDS"; do
   case $n in '' | *[!0-9]* | 0) die "CONNS, SECONDS and ROUNDS must be positive integers" ;; esac
 done
@@ -105,8 +110,9 @@ trap 'exit 143' TERM
 mkdir -p "$WORK/www" "$WORK/upstream" "$WORK/proxy"
 head -c 1024 /dev/urandom >"$WORK/www/1k"
 head -c 65536 /dev/urandom >"$WORK/www/64k"
+head -c 262144 /dev/urandom >"$WORK/www/256k"
 chmod 755 "$WORK/www"
-chmod 644 "$WORK/www/1k" "$WORK/www/64k"
+chmod 644 "$WORK/www/1k" "$WORK/www/64k" "$WORK/www/256k"
 
 # nginx writes temporary files and logs under its prefix (-p), so each instance gets its
 # own directory and touches nothing outside $WORK.
@@ -137,6 +143,15 @@ $(nginx_temp_paths "$WORK/upstream")
     listen 127.0.0.1:$UPSTREAM_PORT backlog=4096;
     location = /healthz { return 200 "ok\n"; }
     location = /small { return 200 "hello, world!\n"; }
+    # The same files without a length: a filter that never matches makes nginx stream
+    # them chunked, one chunk per 64 KB output buffer.
+    location /chunked/ {
+      alias $WORK/www/;
+      sendfile off;
+      output_buffers 1 64k;
+      sub_filter 'never-matches-f41l0v3r' '';
+      sub_filter_types *;
+    }
     location / { root $WORK/www; }
   }
 }

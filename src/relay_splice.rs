@@ -80,9 +80,11 @@ impl Exchange {
         Ok(moved > 0)
     }
 
-    /// Past what was read with the head, a large body of plain length (or up to the close)
-    /// goes from the upstream's socket to the client's through a pipe, never through user
-    /// space: nothing re-frames it and, with its head relayed, nothing replays it.
+    /// Past what was read with the head, a large body of plain length (or up to the close),
+    /// or the data of a large chunk, goes from the upstream's socket to the client's
+    /// through a pipe, never through user space: nothing re-frames data and, with its head
+    /// relayed, nothing replays it. A chunked body's framing is read between its chunks'
+    /// data by [`Exchange::read_response_head`], in a bite, once the pipe is empty.
     #[inline(never)]
     pub(crate) fn splice_body(&mut self, io: &mut ClientIo, cx: &mut Ctx, up: &mut Uplink) -> StepResult {
         // What the client is still to get through user space comes before what is piped.
