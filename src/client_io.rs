@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use crate::buffer::{Buf, Pool};
 use crate::readiness::Readiness;
-use crate::transport::{Conn, SockResult};
+use crate::transport::{self, Conn, SockResult};
 
 pub struct ClientIo {
     pub sock: Conn,
@@ -93,6 +93,14 @@ impl ClientIo {
     /// slow client holds little), moved to a full one only if it fills; a body goes into a
     /// full one at once, with what a small one held (`head`: what is read now is a head).
     pub fn read(&mut self, pool: &mut Pool, head: bool, now: Instant) -> Result<usize, Broken> {
+        self.read_upto(pool, head, usize::MAX, now)
+    }
+
+    /// Reads as [`ClientIo::read`] does, but at most `max` bytes (plain TCP only, unless
+    /// `max` is `usize::MAX`): what stays in the socket can go on another way (the data of
+    /// a chunk, with `splice`).
+    #[inline]
+    pub fn read_upto(&mut self, pool: &mut Pool, head: bool, max: usize, now: Instant) -> Result<usize, Broken> {
         if self.eof || !self.ready.can_read() {
             return Ok(0);
         }
@@ -106,7 +114,12 @@ impl ClientIo {
         if buf.is_full() {
             return Ok(0);
         }
-        let (n, res) = self.sock.read_into(&mut self.ready, buf);
+        let (n, res) = if max == usize::MAX {
+            self.sock.read_into(&mut self.ready, buf)
+        } else {
+            debug_assert!(self.sock.tls.is_none());
+            transport::read_upto(&mut self.sock.sock, &mut self.ready, buf, max)
+        };
         if n > 0 {
             self.last_activity = now;
         }

@@ -16,7 +16,7 @@ use crate::framing::{Body, ChunkError, Framing, Rewrite};
 use crate::http1;
 use crate::metrics::RetryReason;
 use crate::readiness::R;
-use crate::relay_splice::splice_ok;
+use crate::relay_splice::{req_framing_next, splice_ok, unpipe_small_chunk};
 use crate::retry::{self, Attempt, Decision, Failure};
 use crate::splice;
 use crate::transport::{self, SockResult};
@@ -65,22 +65,38 @@ impl Exchange {
     /// Reads and validates the request body, and sends the head and body (or the replay of
     /// a re-sent request), keeping copies for a replay while one is possible.
     fn send_request(&mut self, io: &mut ClientIo, cx: &mut Ctx, up: &mut Uplink) -> StepResult {
+        let mut moved = false;
         if self.req_pipe.is_some() || self.may_splice_request(io, cx, up) {
             if self.req_pipe.is_none() {
                 self.req_pipe = cx.pipes.take();
             }
             if self.req_pipe.is_some() {
-                return self.splice_request(io, cx, up);
+                moved = self.splice_request(io, cx, up)?;
+                // A chunked body's framing (and data read with it) goes the copy way.
+                if self.req_fwd == 0 && !req_framing_next(self) {
+                    return Ok(moved);
+                }
             }
         }
-        // With the body read, what comes now is the next request's head.
-        let mut moved = io.read(cx.pool, self.req_body.is_done(), cx.now).map_err(|_| Flow::Close)? > 0;
+        // With the body read, what comes now is the next request's head. With a pipe, only
+        // a chunked body's framing is read here, in a bite, once the pipe is empty.
+        let read = match self.req_pipe {
+            None => io.read(cx.pool, self.req_body.is_done(), cx.now),
+            Some(_) if req_framing_next(self) => io.read_upto(cx.pool, false, splice::CHUNK_BITE, cx.now),
+            Some(_) => Ok(0),
+        };
+        moved |= read.map_err(|_| Flow::Close)? > 0;
         if !self.req_body.is_done() {
             if let Some(cin) = io.cin.as_mut() {
                 // What reaches the upstream is re-serialized from what was parsed: one
                 // framing, whatever extensions or spellings the client used.
                 match take_body(&mut self.req_body, cin, self.req_fwd, Some(Rewrite::Canonical)) {
-                    Ok(n) => self.req_fwd += n,
+                    Ok(n) => {
+                        self.req_fwd += n;
+                        if n > 0 && self.req_pipe.is_some() {
+                            unpipe_small_chunk(&self.req_body, &mut self.req_pipe, cx.pipes);
+                        }
+                    }
                     Err(ChunkError::TooLarge) => {
                         return Err(self.abort(io, cx, 413, "request body is larger than the limit"))
                     }
@@ -280,7 +296,7 @@ impl Exchange {
                     Ok(n) => {
                         self.resp_fwd += n;
                         if n > 0 && self.pipe.is_some() {
-                            self.unpipe_small_chunk(cx);
+                            unpipe_small_chunk(&self.resp_body, &mut self.pipe, cx.pipes);
                         }
                     }
                     Err(e) => {

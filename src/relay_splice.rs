@@ -16,12 +16,12 @@ use crate::transport::SockResult;
 use crate::uplink::{kind_text, UpState, Uplink};
 
 impl Exchange {
-    /// The rest of a large request body may go socket to socket: its length is known, it
-    /// can no longer be replayed (a method that is never re-sent, or past the retry
+    /// The rest of a large request body (or of a large chunk of one) may go socket to
+    /// socket: its length is known, it can no longer be replayed (a method that is never re-sent, or past the retry
     /// buffer), and some of it has been sent already, so that a failure from now on gives
     /// up instead of re-sending (the bytes in a pipe are gone once sent).
     pub(crate) fn may_splice_request(&self, io: &ClientIo, cx: &Ctx, up: &Uplink) -> bool {
-        matches!(self.req_body, Body::Length(n) if n >= splice::MIN_BODY)
+        self.req_body.unframed_left() >= splice::MIN_BODY
             && self.body_sent > 0
             && self.replay.ok().is_err()
             && !self.replay.replaying()
@@ -60,7 +60,8 @@ impl Exchange {
             log::debug!("client={} closed in the middle of its request body", io.peer);
             return Err(Flow::Close);
         }
-        if pipe.held() > 0 && up.ready.can_write() && !self.up_shut {
+        // What the copy way holds to send (framing read with a bite) goes before the pipe.
+        if pipe.held() > 0 && up.ready.can_write() && !self.up_shut && self.req_fwd == 0 {
             let (n, res) = pipe.drain(up.sock.sock.as_raw_fd(), &mut up.ready);
             moved += n;
             cx.metrics.spliced(true, n);
@@ -135,19 +136,25 @@ impl Exchange {
         }
         Ok(moved > 0)
     }
+}
 
-    /// A chunk's data that a bite of framing showed to be small goes the copy way, and so
-    /// do the chunks after it, read in full buffers again: a pipe pays for large chunks
-    /// only. (Called after response-body bytes were read through user space.)
-    pub(crate) fn unpipe_small_chunk(&mut self, cx: &mut Ctx) {
-        let left = self.resp_body.unframed_left();
-        let chunked = matches!(self.resp_body, Body::Chunked(_));
-        if chunked && left > 0 && left < splice::MIN_BODY && self.pipe.as_ref().is_some_and(|p| p.held() == 0) {
-            if let Some(p) = self.pipe.take() {
-                cx.pipes.put(p);
-            }
+/// A chunk's data that a bite of framing showed to be small goes the copy way, and so do
+/// the chunks after it, read in full buffers again: a pipe pays for large chunks only.
+/// (Called after body bytes were read through user space while `pipe` was held.)
+pub(crate) fn unpipe_small_chunk(body: &Body, pipe: &mut Option<Pipe>, pipes: &mut Pipes) {
+    let left = body.unframed_left();
+    let chunked = matches!(body, Body::Chunked(_));
+    if chunked && left > 0 && left < splice::MIN_BODY && pipe.as_ref().is_some_and(|p| p.held() == 0) {
+        if let Some(p) = pipe.take() {
+            pipes.put(p);
         }
     }
+}
+
+/// A request body goes through a pipe and what comes next is chunked framing, to be read
+/// through user space: the pipe is empty (all of it sent) and the chunk's data is all seen.
+pub(crate) fn req_framing_next(x: &Exchange) -> bool {
+    x.req_pipe.as_ref().is_some_and(|p| p.held() == 0) && x.req_body.unframed_left() == 0 && !x.req_body.is_done()
 }
 
 /// Fills `pipe` from socket `from` with at most what is left of `body`, and counts the

@@ -240,7 +240,7 @@ fn counting_upstream() -> Upstream {
     Upstream::with(|s| Action::Reply(reply(200, digest(&s.body).as_bytes())))
 }
 
-fn digest(b: &[u8]) -> String {
+pub(crate) fn digest(b: &[u8]) -> String {
     let sum: u64 = b.iter().enumerate().map(|(i, &x)| (i as u64 % 65_521 + 1) * x as u64).sum();
     format!("{} {sum}", b.len())
 }

@@ -1,10 +1,10 @@
-//! Chunked response bodies: the data of a large chunk goes through a kernel pipe, the
+//! Chunked bodies, both ways: the data of a large chunk goes through a kernel pipe, the
 //! framing around it (line ends, size lines, trailers) through user space, where it is
-//! checked and written afresh. The client must see exactly the bytes the copy path gives:
-//! every size line canonical, every data byte in order, the trailers, the end.
+//! checked and written afresh. The other side must see exactly the bytes the copy path
+//! gives: every size line canonical, every data byte in order, the trailers, the end.
 
 use crate::common::*;
-use crate::splice::{body, get_req, proxies, spliced_bytes};
+use crate::splice::{body, digest, get_req, proxies, spliced_bytes};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::thread;
@@ -202,6 +202,32 @@ fn an_upstream_that_closes_inside_a_large_chunk_never_ends_the_body_for_the_clie
     }
 }
 
+/// A chunked answer of `sizes` cut wherever a read could end badly: inside and right after
+/// every size line, between CR and LF, on both sides of a chunk's first and last data
+/// byte, in the middle of its data, and between trailer lines.
+fn trickled(sizes: &[usize]) -> Vec<Vec<u8>> {
+    let d = data(sizes);
+    let mut pieces = vec![chunked_head()];
+    let mut at = 0;
+    for (i, &n) in sizes.iter().enumerate() {
+        let line = if i % 2 == 0 { format!("0{n:X};part={i}\r\n") } else { format!("{n:X}\r\n") };
+        let (a, b) = line.as_bytes().split_at(line.len() / 2);
+        let chunk = &d[at..at + n];
+        let cuts = [0, 1, n / 2, n - 1, n];
+        pieces.extend([a.to_vec(), b.to_vec()]);
+        pieces.extend(cuts.windows(2).map(|w| chunk[w[0]..w[1]].to_vec()));
+        pieces.extend([b"\r".to_vec(), b"\n".to_vec()]);
+        at += n;
+    }
+    pieces.extend([
+        b"0\r".to_vec(),
+        b"\nX-Checksum: abc\r\n".to_vec(),
+        b"Content-Length: 1\r\n".to_vec(),
+        b"\r\n".to_vec(),
+    ]);
+    pieces
+}
+
 /// An upstream on 127.0.0.1 that writes a chunked answer to `/pieces` a few bytes of
 /// framing at a time, with pauses: line ends, size lines and data split wherever a read
 /// could end. Anything else gets a short 200.
@@ -220,25 +246,12 @@ fn trickling_upstream(sizes: &'static [usize]) -> String {
                         }
                         continue;
                     }
-                    let wire = chunked(sizes, false);
-                    let mut pieces = vec![chunked_head()];
-                    // Cut the body around every framing byte and inside the data.
-                    let mut at = 0;
-                    for cut in (0..wire.len()).filter(|&i| {
-                        let near_line = wire[i.saturating_sub(3)..(i + 3).min(wire.len())].contains(&b'\n');
-                        near_line || i % 25_000 == 0
-                    }) {
-                        if cut > at {
-                            pieces.push(wire[at..cut].to_vec());
-                            at = cut;
-                        }
-                    }
-                    pieces.push(wire[at..].to_vec());
+                    let pieces = trickled(sizes);
                     for p in pieces {
                         if s.write_all(&p).is_err() {
                             return;
                         }
-                        thread::sleep(Duration::from_micros(300));
+                        thread::sleep(Duration::from_millis(1));
                     }
                 }
             });
@@ -290,4 +303,143 @@ fn where_the_kernel_forbids_splice_chunked_bodies_are_copied_whole() {
         assert!(after_head(&resp.raw) == chunked(&sizes, true).as_slice(), "{path}: {} bytes", resp.raw.len());
     }
     assert!(proxy.wait_for_log("splice: refused", Duration::from_secs(2)), "{}", proxy.log());
+}
+
+/// A chunked upload of `sizes` to /up, as a client writes it (extensions, upper case).
+fn chunked_upload(sizes: &[usize]) -> Vec<u8> {
+    let mut req = format!("POST /up HTTP/1.1\r\nHost: {HOST}\r\nTransfer-Encoding: chunked\r\n\r\n").into_bytes();
+    req.extend_from_slice(&chunked(sizes, false));
+    req
+}
+
+/// Answers with the digest of the body's bytes as received, framing included.
+fn raw_counting_upstream() -> Upstream {
+    Upstream::with(|s| Action::Reply(reply(200, digest(&s.raw_body).as_bytes())))
+}
+
+#[test]
+fn chunked_uploads_reach_the_upstream_with_canonical_framing() {
+    // A POST is never re-sent, so past its first bytes the data of its large chunks may
+    // be spliced; the size lines between them are still read, checked and re-written.
+    let primary = raw_counting_upstream();
+    let backup = Upstream::named("backup");
+    let shapes: Vec<Vec<usize>> = vec![
+        vec![3_000_000],
+        vec![65_536; 8],
+        vec![100_000, 10, 10, 5_000, 200_000, 16_384, 16_383, 1],
+        vec![1_000; 100],
+        vec![40_000, 300, 40_000, 300, 40_000],
+        vec![],
+    ];
+    for (how, proxy) in proxies(&primary, &backup) {
+        let mut c = Client::connect(proxy.addr);
+        for sizes in &shapes {
+            c.send(&chunked_upload(sizes));
+            let resp = c.response();
+            assert_eq!(
+                (resp.status, resp.text()),
+                (200, digest(&chunked(sizes, true))),
+                "{how}: chunks of {:?}",
+                &sizes[..sizes.len().min(4)]
+            );
+        }
+        c.send(&get_req("/after"));
+        assert_eq!(c.response().text(), digest(b""), "{how}: the connection carries on");
+        let spliced = spliced_bytes(&proxy, "request");
+        if how == "copy" {
+            assert_eq!(spliced, 0, "{how}");
+        } else {
+            assert!(spliced > 3_000_000, "{how}: {spliced} bytes spliced");
+        }
+    }
+}
+
+/// Reads at most 16 KB per call, 1 ms apart: an upstream that takes an upload slowly.
+struct Slow(TcpStream);
+
+impl Read for Slow {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        thread::sleep(Duration::from_millis(1));
+        let n = buf.len().min(16 * 1024);
+        self.0.read(&mut buf[..n])
+    }
+}
+
+/// An upstream on 127.0.0.1 that reads chunked uploads slowly and answers each with the
+/// digest of its raw body; anything else gets a short 200.
+fn slow_reading_upstream() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut s) = conn else { return };
+            thread::spawn(move || {
+                let mut w = Wire::new(Slow(s.try_clone().unwrap()));
+                while let Ok(Some(head)) = w.read_head() {
+                    let answer = if head.starts_with(b"POST ") {
+                        match w.read_chunked() {
+                            Ok((raw, _)) => reply(200, digest(&raw).as_bytes()),
+                            Err(_) => return,
+                        }
+                    } else {
+                        reply(200, b"ok")
+                    };
+                    if s.write_all(&answer).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[test]
+fn a_slow_upstream_gets_every_chunk_of_an_upload_in_order() {
+    // The upstream's socket fills, so pipes hold data it has yet to take while the
+    // client's next size line waits: it must go after that data, never before.
+    let primary = slow_reading_upstream();
+    let backup = Upstream::named("backup");
+    let mut sizes = vec![100_000; 100];
+    sizes.extend([17, 20_000, 5, 300_000]);
+    for how in ["splice", "copy"] {
+        let b = Proxy::builder(&primary, &backup.url()).set("--workers", "1");
+        let proxy = if how == "copy" { b.flag("--no-splice") } else { b }.start();
+        let mut c = Client::connect(proxy.addr);
+        c.send(&chunked_upload(&sizes));
+        let resp = c.response();
+        assert_eq!((resp.status, resp.text()), (200, digest(&chunked(&sizes, true))), "{how}");
+        if how == "splice" {
+            assert!(spliced_bytes(&proxy, "request") > 5_000_000, "{how}");
+        }
+    }
+}
+
+#[test]
+fn a_chunked_upload_past_the_body_limit_is_refused_even_when_spliced() {
+    // --max-body counts chunk data at each size line, which is always read: the chunk
+    // that goes past the limit ends the request with a 413, and the upstream never gets
+    // a whole request.
+    let primary = raw_counting_upstream();
+    let backup = Upstream::named("backup");
+    for how in ["splice", "copy"] {
+        let b = Proxy::builder(&primary.url(), &backup.url()).set("--workers", "1").set("--max-body", "1MB");
+        let proxy = if how == "copy" { b.flag("--no-splice") } else { b }.start();
+        let before = primary.request_count();
+        let mut c = Client::connect(proxy.addr);
+        let _ = c.try_send(&chunked_upload(&[400_000, 400_000, 400_000, 400_000]));
+        let resp = c.response();
+        assert_eq!(resp.status, 413, "{how}: {}", resp.text());
+        thread::sleep(ms(200));
+        assert_eq!(primary.request_count(), before, "{how}: no whole request upstream");
+        if how == "splice" {
+            assert!(spliced_bytes(&proxy, "request") > 300_000, "{how}: the first chunks went through a pipe");
+        }
+        let ok = [400_000, 400_000];
+        assert_eq!(
+            exchange(proxy.addr, &chunked_upload(&ok)).text(),
+            digest(&chunked(&ok, true)),
+            "{how}: within the limit"
+        );
+    }
 }
