@@ -25,6 +25,9 @@
 #   BASE=... / BASE_FLAGS=...  also measure a second failover, "base" (port 8083): the
 #            binary BASE (default BIN) with BASE_FLAGS added, for a before/after of one
 #            change in the same run, e.g. BASE_FLAGS=--no-splice or BASE=/tmp/old-failover
+#   PIN=1    the proxies on CPU 0 alone, wrk and the upstream nginx on the other CPUs
+#            (taskset): each proxy gets a core to itself, as in a deployment, and its p99
+#            is not the load generator's scheduling (needs 2 CPUs or more)
 #   IDLE=N   then also the memory each proxy holds per idle keep-alive connection: N
 #            connections, one GET each, kept open; RSS growth of the proxy (its workers
 #            included) over N. Needs python3. (2026-12-01, IDLE=5000: failover 227 B,
@@ -87,6 +90,15 @@ for port in $FAILOVER_PORT $HAPROXY_PORT $NGINX_PORT $BASE_PORT $UPSTREAM_PORT $
   fi
 done
 [ -z "$taken" ] || die "something already listens on port(s)$taken; stop it first (ss -ltnp shows what)"
+
+# PIN=1: who runs where (commands are prefixed with these; empty otherwise).
+PROXY_PIN=() LOAD_PIN=()
+if [ "${PIN:-0}" = 1 ]; then
+  ncpu=$(nproc)
+  [ "$ncpu" -ge 2 ] || die "PIN=1 needs 2 CPUs or more (nproc says $ncpu)"
+  command -v taskset >/dev/null 2>&1 || die "PIN=1 needs taskset (util-linux)"
+  PROXY_PIN=(taskset -c 0) LOAD_PIN=(taskset -c "1-$((ncpu - 1))")
+fi
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/failover-compare.XXXXXX") || die "mktemp failed"
 chmod 755 "$WORK" # nginx workers may run as nobody and must read the files below
@@ -208,22 +220,22 @@ $(nginx_temp_paths "$WORK/proxy")
 EOF
 
 # --- start everything, each as a child of this shell so that its PID is known ------------
-nginx -p "$WORK/upstream" -e "$WORK/upstream/error.log" -c "$WORK/upstream/nginx.conf" \
+${LOAD_PIN[@]+"${LOAD_PIN[@]}"} nginx -p "$WORK/upstream" -e "$WORK/upstream/error.log" -c "$WORK/upstream/nginx.conf" \
   >"$WORK/upstream/stdout.log" 2>&1 &
 UPSTREAM_PID=$!
 started+=("$UPSTREAM_PID")
 
 # -db: stay in the foreground (no daemon, no pidfile needed); the PID is this child's.
-haproxy -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 &
+${PROXY_PIN[@]+"${PROXY_PIN[@]}"} haproxy -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 &
 HAPROXY_PID=$!
 started+=("$HAPROXY_PID")
 
-nginx -p "$WORK/proxy" -e "$WORK/proxy/error.log" -c "$WORK/proxy/nginx.conf" \
+${PROXY_PIN[@]+"${PROXY_PIN[@]}"} nginx -p "$WORK/proxy" -e "$WORK/proxy/error.log" -c "$WORK/proxy/nginx.conf" \
   >"$WORK/proxy/stdout.log" 2>&1 &
 NGINX_PID=$!
 started+=("$NGINX_PID")
 
-"$BIN" --listen=127.0.0.1:$FAILOVER_PORT \
+${PROXY_PIN[@]+"${PROXY_PIN[@]}"} "$BIN" --listen=127.0.0.1:$FAILOVER_PORT \
   --primary=http://127.0.0.1:$UPSTREAM_PORT --backup=http://127.0.0.1:$DEAD_PORT \
   --health-path=/healthz --workers=1 >"$WORK/failover.log" 2>&1 &
 FAILOVER_PID=$!
@@ -234,7 +246,7 @@ if [ -n "${BASE:-}${BASE_FLAGS:-}" ]; then
   case $BASE in /*) ;; *) BASE=$OLDPWD/$BASE ;; esac
   [ -x "$BASE" ] || die "BASE=$BASE is not an executable"
   # shellcheck disable=SC2086 # BASE_FLAGS is a list of flags
-  "$BASE" --listen=127.0.0.1:$BASE_PORT \
+  ${PROXY_PIN[@]+"${PROXY_PIN[@]}"} "$BASE" --listen=127.0.0.1:$BASE_PORT \
     --primary=http://127.0.0.1:$UPSTREAM_PORT --backup=http://127.0.0.1:$DEAD_PORT \
     --health-path=/healthz --workers=1 ${BASE_FLAGS:-} >"$WORK/base.log" 2>&1 &
   BASE_PID=$!
@@ -311,17 +323,17 @@ ratio() {
 
 # --- warm-up: fill every keep-alive pool before anything is recorded ----------------------
 for i in "${!NAMES[@]}"; do
-  wrk -t1 -c"$CONNS" -d1s "http://127.0.0.1:${PORTS[i]}$URL_PATH" >/dev/null 2>&1
+  ${LOAD_PIN[@]+"${LOAD_PIN[@]}"} wrk -t1 -c"$CONNS" -d1s "http://127.0.0.1:${PORTS[i]}$URL_PATH" >/dev/null 2>&1
 done
 
-echo "path=$URL_PATH conns=$CONNS seconds=$SECS rounds=$ROUNDS bin=$BIN"
+echo "path=$URL_PATH conns=$CONNS seconds=$SECS rounds=$ROUNDS bin=$BIN${LOAD_PIN[*]+ pinned: proxies on CPU 0, wrk and the upstream on ${LOAD_PIN[2]}}"
 
 # --- interleaved rounds ---------------------------------------------------------------------
 RPS=() P99=() CPU=() # per target: space-separated values of all rounds
 for round in $(seq "$ROUNDS"); do
   for i in "${!NAMES[@]}"; do
     before=$(cpu_ticks "${PIDS[i]}")
-    out=$(wrk -t1 -c"$CONNS" -d"${SECS}s" --latency "http://127.0.0.1:${PORTS[i]}$URL_PATH" 2>&1)
+    out=$(${LOAD_PIN[@]+"${LOAD_PIN[@]}"} wrk -t1 -c"$CONNS" -d"${SECS}s" --latency "http://127.0.0.1:${PORTS[i]}$URL_PATH" 2>&1)
     after=$(cpu_ticks "${PIDS[i]}")
 
     rps=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
