@@ -309,7 +309,8 @@ impl Exchange {
         if self.up_eof && self.resp.is_some() && !self.resp_body.is_done() {
             if matches!(self.resp_body, Body::UntilClose) {
                 self.resp_body = Body::Done;
-            } else if self.resp_fwd == 0 {
+            } else if self.resp_fwd == 0 && self.pipe.as_ref().is_none_or(|p| p.held() == 0) {
+                // (Bytes still in a pipe go first: [`Self::splice_body`] closes after them.)
                 log::debug!("client={} upstream closed in the middle of the response body", io.peer);
                 return Err(Flow::Close);
             }

@@ -187,6 +187,58 @@ fn an_upstream_that_closes_inside_a_large_body_closes_the_client_connection() {
     }
 }
 
+/// Caps the socket's receive buffer at 64 KB (loopback would grow it to megabytes), so
+/// that a client that reads slowly makes the proxy hold bytes.
+fn small_receive_buffer(s: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let size: libc::c_int = 64 * 1024;
+    // SAFETY: setsockopt on a socket we own, with a pointer to a c_int and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "setsockopt SO_RCVBUF: {}", std::io::Error::last_os_error());
+}
+
+#[test]
+fn a_slow_client_gets_every_byte_that_came_before_the_upstream_closed_inside_the_body() {
+    // 8 MB of a promised 20 MB come, then the close, while the client is not reading: the
+    // bytes back up into the proxy (its pipe, with splicing) before the close is seen.
+    // They still reach the client, and then the close.
+    let sent = body(8_000_000, 4);
+    let mut answer = b"HTTP/1.1 200 OK\r\nContent-Length: 20000000\r\n\r\n".to_vec();
+    answer.extend_from_slice(&sent);
+    let primary = Upstream::with(move |_| Action::ReplyThenClose(answer.clone()));
+    let backup = Upstream::named("backup");
+    for (how, proxy) in proxies(&primary, &backup) {
+        let mut s = TcpStream::connect(proxy.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        small_receive_buffer(&s);
+        s.write_all(&get_req("/short")).unwrap();
+        thread::sleep(ms(300));
+        // Then reads 32 KB at a time with pauses: the client's socket stays full.
+        let mut all = Vec::new();
+        let mut b = vec![0u8; 32 * 1024];
+        loop {
+            thread::sleep(ms(1));
+            match read_retrying(&mut s, &mut b) {
+                Ok(0) => break,
+                Ok(k) => all.extend_from_slice(&b[..k]),
+                Err(e) => panic!("{how}: {e} after {} bytes", all.len()),
+            }
+        }
+        assert!(all.starts_with(b"HTTP/1.1 200"), "{how}");
+        let rest = &all[find(&all, b"\r\n\r\n").expect("a head") + 4..];
+        assert_eq!(rest.len(), sent.len(), "{how}: the bytes that came, and then the close");
+        assert!(rest == sent.as_slice(), "{how}: body differs");
+    }
+}
+
 #[test]
 fn a_body_that_ends_with_the_close_arrives_whole_and_then_the_close() {
     let sent = body(1_500_000, 9);
