@@ -32,13 +32,31 @@ fn sized_upstream() -> Upstream {
 }
 
 pub(crate) fn proxies(primary: &Upstream, backup: &Upstream) -> Vec<(&'static str, Proxy)> {
+    proxies_with(&primary.url(), &backup.url(), |b| b)
+}
+
+/// One proxy that splices (the default) and one with `--no-splice`, one worker each, with
+/// `more` settings on both.
+pub(crate) fn proxies_with(
+    primary: &str,
+    backup: &str,
+    more: impl Fn(ProxyBuilder) -> ProxyBuilder,
+) -> Vec<(&'static str, Proxy)> {
     ["splice", "copy"]
         .into_iter()
         .map(|how| {
-            let b = Proxy::builder(&primary.url(), &backup.url()).set("--workers", "1");
+            let b = more(Proxy::builder(primary, backup).set("--workers", "1"));
             (how, if how == "copy" { b.flag("--no-splice") } else { b }.start())
         })
         .collect()
+}
+
+/// A new connection to `addr` (10 s read timeout) that has sent `request`.
+pub(crate) fn asked(addr: std::net::SocketAddr, request: &[u8]) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request).unwrap();
+    s
 }
 
 pub(crate) fn get_req(path: &str) -> Vec<u8> {
@@ -82,12 +100,18 @@ fn bodies_of_every_size_arrive_whole_over_one_connection_each_side() {
         );
         // The metrics say which way the bytes went: most of these 12 MB through pipes, or
         // none with --no-splice.
-        let spliced = spliced_bytes(&proxy, "response");
-        if how == "copy" {
-            assert_eq!(spliced, 0, "{how}");
-        } else {
-            assert!(spliced > 10_000_000, "{how}: {spliced} bytes spliced");
-        }
+        assert_spliced(how, &proxy, "response", 10_000_000);
+    }
+}
+
+/// The metrics say which way a body went: more than `over` bytes through pipes with
+/// splicing, none with `--no-splice` (`how` is "splice" or "copy", as from [`proxies`]).
+pub(crate) fn assert_spliced(how: &str, proxy: &Proxy, direction: &str, over: u64) {
+    let spliced = spliced_bytes(proxy, direction);
+    if how == "copy" {
+        assert_eq!(spliced, 0, "{how}: {direction} bytes spliced");
+    } else {
+        assert!(spliced > over, "{how}: {spliced} {direction} bytes spliced, {over} expected at least");
     }
 }
 
@@ -124,9 +148,7 @@ fn a_slow_reader_gets_every_byte() {
     let backup = Upstream::named("backup");
     let n = 4_000_000;
     for (how, proxy) in proxies(&primary, &backup) {
-        let mut s = TcpStream::connect(proxy.addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.write_all(&get_req(&format!("/{n}"))).unwrap();
+        let mut s = asked(proxy.addr, &get_req(&format!("/{n}")));
         // Reads 64 KB at a time with pauses: the proxy's side fills, the pipe holds what
         // the client's socket cannot take, and the upstream is read only as it drains.
         let mut got = Vec::new();
@@ -174,9 +196,7 @@ fn an_upstream_that_closes_inside_a_large_body_closes_the_client_connection() {
     });
     let backup = Upstream::named("backup");
     for (how, proxy) in proxies(&primary, &backup) {
-        let mut s = TcpStream::connect(proxy.addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.write_all(&get_req("/short")).unwrap();
+        let s = asked(proxy.addr, &get_req("/short"));
         let mut w = Wire::new(s);
         let head = w.read_head().unwrap().expect("a head");
         assert!(head.starts_with(b"HTTP/1.1 200"), "{how}: {}", show(&head));
@@ -247,9 +267,7 @@ fn a_body_that_ends_with_the_close_arrives_whole_and_then_the_close() {
     let primary = Upstream::with(move |_| Action::ReplyThenClose(answer.clone()));
     let backup = Upstream::named("backup");
     for (how, proxy) in proxies(&primary, &backup) {
-        let mut s = TcpStream::connect(proxy.addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.write_all(&get_req("/stream")).unwrap();
+        let mut s = asked(proxy.addr, &get_req("/stream"));
         let mut all = Vec::new();
         s.read_to_end(&mut all).unwrap();
         let at = find(&all, b"\r\n\r\n").expect("a head") + 4;
@@ -270,9 +288,7 @@ fn clients_that_leave_inside_large_bodies_leave_no_pipe_or_socket_open() {
     // reset): the pipe that held its bytes in flight and its upstream connection are
     // closed, not kept or leaked. 150 leaks would be 450 descriptors.
     for _ in 0..150 {
-        let mut s = TcpStream::connect(proxy.addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.write_all(&get_req("/5000000")).unwrap();
+        let mut s = asked(proxy.addr, &get_req("/5000000"));
         let mut got = 0;
         let mut b = [0u8; 16 * 1024];
         while got < 100_000 {
@@ -317,12 +333,7 @@ fn large_uploads_arrive_whole_and_the_connections_carry_on() {
         c.send(format!("GET /after HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes());
         assert_eq!(c.response().text(), digest(b""), "{how}");
         // POST 5 MB past its first bytes, PUT 3 MB past the 1 MB retry buffer.
-        let spliced = spliced_bytes(&proxy, "request");
-        if how == "copy" {
-            assert_eq!(spliced, 0, "{how}");
-        } else {
-            assert!(spliced > 6_000_000, "{how}: {spliced} bytes spliced");
-        }
+        assert_spliced(how, &proxy, "request", 6_000_000);
     }
 }
 

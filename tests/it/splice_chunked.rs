@@ -4,7 +4,7 @@
 //! gives: every size line canonical, every data byte in order, the trailers, the end.
 
 use crate::common::*;
-use crate::splice::{body, digest, get_req, proxies, spliced_bytes};
+use crate::splice::{asked, assert_spliced, body, digest, get_req, proxies, proxies_with};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::thread;
@@ -43,6 +43,22 @@ fn chunked(sizes: &[usize], canonical: bool) -> Vec<u8> {
     out
 }
 
+/// The path that asks [`chunked_upstream`] for chunks of `sizes`.
+fn chunks_path(sizes: &[usize]) -> String {
+    format!("/chunks/{}", sizes.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(","))
+}
+
+/// Asserts that `got` is `want`, byte for byte, saying where they first differ.
+fn assert_bytes(got: &[u8], want: &[u8], what: &str) {
+    assert!(
+        got == want,
+        "{what}: {} bytes, {} expected; first difference at {:?}",
+        got.len(),
+        want.len(),
+        got.iter().zip(want).position(|(a, b)| a != b)
+    );
+}
+
 /// `/chunks/A,B,C`: a chunked answer with chunks of A, B and C bytes.
 fn sizes_of(target: &str) -> Vec<usize> {
     let list = target.trim_start_matches("/chunks/");
@@ -67,14 +83,11 @@ fn after_head(raw: &[u8]) -> &[u8] {
     &raw[at..]
 }
 
-#[test]
-fn chunked_bodies_arrive_with_canonical_framing_over_one_connection_each_side() {
-    let primary = chunked_upstream();
-    let backup = Upstream::named("backup");
-    // Large chunks first (the proxy learns to read heads in small bites), then small chunks
-    // after large ones (they go back to the copy way), chunks on both sides of the
-    // smallest spliced run, many small chunks, and none at all.
-    let shapes: Vec<Vec<usize>> = vec![
+/// Chunk sizes to send, in this order: large chunks first (the proxy learns to read heads
+/// in small bites), then small chunks after large ones (they go back to the copy way),
+/// chunks on both sides of the smallest spliced run, many small chunks, and none at all.
+fn shapes() -> Vec<Vec<usize>> {
+    vec![
         vec![3_000_000],
         vec![65_536; 4],
         vec![100_000, 10, 10, 10, 5_000, 200_000, 16_384, 16_383, 1],
@@ -84,37 +97,39 @@ fn chunked_bodies_arrive_with_canonical_framing_over_one_connection_each_side() 
         vec![70_000, 3],
         vec![],
         vec![40_000, 300, 40_000, 300, 40_000],
-    ];
+    ]
+}
+
+#[test]
+fn chunked_bodies_arrive_with_canonical_framing_over_one_connection_each_side() {
+    let primary = chunked_upstream();
+    let backup = Upstream::named("backup");
+    let shapes = shapes();
     for (how, proxy) in proxies(&primary, &backup) {
         let before = primary.traffic_connections();
         let mut c = Client::connect(proxy.addr);
         for round in 0..2 {
             for sizes in &shapes {
-                let path = format!("/chunks/{}", sizes.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(","));
+                let path = chunks_path(sizes);
                 c.send(&get_req(&path));
                 let resp = c.response();
                 assert_eq!(resp.status, 200, "{how}: {path}, round {round}");
                 assert_eq!(resp.header("transfer-encoding"), Some("chunked"), "{how}: {path}");
-                let wire = after_head(&resp.raw);
-                let want = chunked(sizes, true);
-                assert!(
-                    wire == want.as_slice(),
-                    "{how}: {path}, round {round}: {} bytes on the wire, {} expected; first difference at {:?}",
-                    wire.len(),
-                    want.len(),
-                    wire.iter().zip(&want).position(|(a, b)| a != b)
-                );
+                assert_bytes(after_head(&resp.raw), &chunked(sizes, true), &format!("{how}: {path}, round {round}"));
             }
         }
         assert_eq!(primary.traffic_connections() - before, 1, "{how}: one upstream connection carried them all");
-        let spliced = spliced_bytes(&proxy, "response");
-        if how == "copy" {
-            assert_eq!(spliced, 0, "{how}");
-        } else {
-            // Most of the 7.2 MB of data sits in chunks of 64 KB and more.
-            assert!(spliced > 5_000_000, "{how}: {spliced} bytes spliced");
-        }
+        // Most of the 7.2 MB of data sits in chunks of 64 KB and more.
+        assert_spliced(how, &proxy, "response", 5_000_000);
     }
+}
+
+/// `n` chunks of 100 KB, then small and large ones: more than the sockets between the
+/// proxy and a slow peer hold.
+fn many_chunks(n: usize) -> Vec<usize> {
+    let mut sizes = vec![100_000; n];
+    sizes.extend([17, 20_000, 5, 300_000]);
+    sizes
 }
 
 #[test]
@@ -124,15 +139,11 @@ fn a_slow_reader_gets_every_chunk_in_order() {
     // that data, never before.
     let primary = chunked_upstream();
     let backup = Upstream::named("backup");
-    let mut sizes = vec![100_000; 150];
-    sizes.extend([17, 20_000, 5, 300_000]);
-    let path = format!("/chunks/{}", sizes.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(","));
+    let sizes = many_chunks(150);
+    let path = chunks_path(&sizes);
     let want = chunked(&sizes, true);
     for (how, proxy) in proxies(&primary, &backup) {
-        let s = TcpStream::connect(proxy.addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut c = Wire::new(s);
-        c.stream.write_all(&get_req(&path)).unwrap();
+        let mut c = Wire::new(asked(proxy.addr, &get_req(&path)));
         let head = c.read_head().unwrap().expect("a head");
         assert!(head.starts_with(b"HTTP/1.1 200"), "{how}");
         let mut got = Vec::new();
@@ -140,12 +151,7 @@ fn a_slow_reader_gets_every_chunk_in_order() {
             thread::sleep(ms(2));
             got.extend_from_slice(&c.read_n((want.len() - got.len()).min(64 * 1024)).unwrap());
         }
-        assert!(
-            got == want,
-            "{how}: first difference at {:?} of {}",
-            got.iter().zip(&want).position(|(a, b)| a != b),
-            want.len()
-        );
+        assert_bytes(&got, &want, how);
         // The connection carries on.
         c.stream.write_all(&get_req("/chunks/5")).unwrap();
         let resp = read_response(&mut c, false).unwrap();
@@ -159,10 +165,8 @@ fn an_http_1_0_client_gets_the_data_of_a_chunked_body_and_then_the_close() {
     let backup = Upstream::named("backup");
     let sizes = [200_000, 50_000, 10, 1_000_000];
     for (how, proxy) in proxies(&primary, &backup) {
-        let mut s = TcpStream::connect(proxy.addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.write_all(format!("GET /chunks/200000,50000,10,1000000 HTTP/1.0\r\nHost: {HOST}\r\n\r\n").as_bytes())
-            .unwrap();
+        let request = format!("GET {} HTTP/1.0\r\nHost: {HOST}\r\n\r\n", chunks_path(&sizes));
+        let mut s = asked(proxy.addr, request.as_bytes());
         let mut all = Vec::new();
         s.read_to_end(&mut all).unwrap();
         assert!(all.starts_with(b"HTTP/1.1 200"), "{how}: {}", show(&all[..all.len().min(200)]));
@@ -189,9 +193,7 @@ fn an_upstream_that_closes_inside_a_large_chunk_never_ends_the_body_for_the_clie
     let backup = Upstream::named("backup");
     let want = chunked(&[1_000_000], true);
     for (how, proxy) in proxies(&primary, &backup) {
-        let mut s = TcpStream::connect(proxy.addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.write_all(&get_req("/cut")).unwrap();
+        let mut s = asked(proxy.addr, &get_req("/cut"));
         let mut all = Vec::new();
         let _ = s.read_to_end(&mut all);
         let got = after_head(&all);
@@ -265,27 +267,15 @@ fn framing_that_arrives_in_pieces_between_piped_chunks_is_read_right() {
     static SIZES: [usize; 6] = [100_000, 20_000, 17, 64_000, 16_384, 300_000];
     let primary = trickling_upstream(&SIZES);
     let backup = Upstream::named("backup");
-    for how in ["splice", "copy"] {
-        let b = Proxy::builder(&primary, &backup.url()).set("--workers", "1");
-        let proxy = if how == "copy" { b.flag("--no-splice") } else { b }.start();
+    for (how, proxy) in proxies_with(&primary, &backup.url(), |b| b) {
         let mut c = Client::connect(proxy.addr);
         for round in 0..3 {
             c.send(&get_req("/pieces"));
             let resp = c.response();
             assert_eq!(resp.status, 200, "{how}, round {round}");
-            let want = chunked(&SIZES, true);
-            let wire = after_head(&resp.raw);
-            assert!(
-                wire == want.as_slice(),
-                "{how}, round {round}: {} bytes, {} expected; first difference at {:?}",
-                wire.len(),
-                want.len(),
-                wire.iter().zip(&want).position(|(a, b)| a != b)
-            );
+            assert_bytes(after_head(&resp.raw), &chunked(&SIZES, true), &format!("{how}, round {round}"));
         }
-        if how == "splice" {
-            assert!(spliced_bytes(&proxy, "response") > 500_000, "{how}");
-        }
+        assert_spliced(how, &proxy, "response", 500_000);
     }
 }
 
@@ -297,7 +287,7 @@ fn where_the_kernel_forbids_splice_chunked_bodies_are_copied_whole() {
         Proxy::builder(&primary.url(), &backup.url()).set("--workers", "1").deny_syscall(libc::SYS_splice).start();
     let mut c = Client::connect(proxy.addr);
     for sizes in [vec![500_000, 70_000], vec![65_536; 3]] {
-        let path = format!("/chunks/{}", sizes.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(","));
+        let path = chunks_path(&sizes);
         c.send(&get_req(&path));
         let resp = c.response();
         assert!(after_head(&resp.raw) == chunked(&sizes, true).as_slice(), "{path}: {} bytes", resp.raw.len());
@@ -323,14 +313,7 @@ fn chunked_uploads_reach_the_upstream_with_canonical_framing() {
     // be spliced; the size lines between them are still read, checked and re-written.
     let primary = raw_counting_upstream();
     let backup = Upstream::named("backup");
-    let shapes: Vec<Vec<usize>> = vec![
-        vec![3_000_000],
-        vec![65_536; 8],
-        vec![100_000, 10, 10, 5_000, 200_000, 16_384, 16_383, 1],
-        vec![1_000; 100],
-        vec![40_000, 300, 40_000, 300, 40_000],
-        vec![],
-    ];
+    let shapes = shapes();
     for (how, proxy) in proxies(&primary, &backup) {
         let mut c = Client::connect(proxy.addr);
         for sizes in &shapes {
@@ -345,12 +328,7 @@ fn chunked_uploads_reach_the_upstream_with_canonical_framing() {
         }
         c.send(&get_req("/after"));
         assert_eq!(c.response().text(), digest(b""), "{how}: the connection carries on");
-        let spliced = spliced_bytes(&proxy, "request");
-        if how == "copy" {
-            assert_eq!(spliced, 0, "{how}");
-        } else {
-            assert!(spliced > 3_000_000, "{how}: {spliced} bytes spliced");
-        }
+        assert_spliced(how, &proxy, "request", 3_000_000);
     }
 }
 
@@ -400,18 +378,13 @@ fn a_slow_upstream_gets_every_chunk_of_an_upload_in_order() {
     // client's next size line waits: it must go after that data, never before.
     let primary = slow_reading_upstream();
     let backup = Upstream::named("backup");
-    let mut sizes = vec![100_000; 100];
-    sizes.extend([17, 20_000, 5, 300_000]);
-    for how in ["splice", "copy"] {
-        let b = Proxy::builder(&primary, &backup.url()).set("--workers", "1");
-        let proxy = if how == "copy" { b.flag("--no-splice") } else { b }.start();
+    let sizes = many_chunks(100);
+    for (how, proxy) in proxies_with(&primary, &backup.url(), |b| b) {
         let mut c = Client::connect(proxy.addr);
         c.send(&chunked_upload(&sizes));
         let resp = c.response();
         assert_eq!((resp.status, resp.text()), (200, digest(&chunked(&sizes, true))), "{how}");
-        if how == "splice" {
-            assert!(spliced_bytes(&proxy, "request") > 5_000_000, "{how}");
-        }
+        assert_spliced(how, &proxy, "request", 5_000_000);
     }
 }
 
@@ -422,9 +395,7 @@ fn a_chunked_upload_past_the_body_limit_is_refused_even_when_spliced() {
     // a whole request.
     let primary = raw_counting_upstream();
     let backup = Upstream::named("backup");
-    for how in ["splice", "copy"] {
-        let b = Proxy::builder(&primary.url(), &backup.url()).set("--workers", "1").set("--max-body", "1MB");
-        let proxy = if how == "copy" { b.flag("--no-splice") } else { b }.start();
+    for (how, proxy) in proxies_with(&primary.url(), &backup.url(), |b| b.set("--max-body", "1MB")) {
         let before = primary.request_count();
         let mut c = Client::connect(proxy.addr);
         let _ = c.try_send(&chunked_upload(&[400_000, 400_000, 400_000, 400_000]));
@@ -432,9 +403,8 @@ fn a_chunked_upload_past_the_body_limit_is_refused_even_when_spliced() {
         assert_eq!(resp.status, 413, "{how}: {}", resp.text());
         thread::sleep(ms(200));
         assert_eq!(primary.request_count(), before, "{how}: no whole request upstream");
-        if how == "splice" {
-            assert!(spliced_bytes(&proxy, "request") > 300_000, "{how}: the first chunks went through a pipe");
-        }
+        // The first chunks went through a pipe.
+        assert_spliced(how, &proxy, "request", 300_000);
         let ok = [400_000, 400_000];
         assert_eq!(
             exchange(proxy.addr, &chunked_upload(&ok)).text(),
