@@ -16,7 +16,7 @@ use crate::framing::{Body, ChunkError, Framing, Rewrite};
 use crate::http1;
 use crate::metrics::RetryReason;
 use crate::readiness::R;
-use crate::relay_splice::{req_framing_next, splice_ok, unpipe_small_chunk};
+use crate::relay_splice::{splice_ok, unpipe_small_chunk};
 use crate::retry::{self, Attempt, Decision, Failure};
 use crate::splice;
 use crate::transport::{self, SockResult};
@@ -73,7 +73,7 @@ impl Exchange {
             if self.req_pipe.is_some() {
                 moved = self.splice_request(io, cx, up)?;
                 // A chunked body's framing (and data read with it) goes the copy way.
-                if self.req_fwd == 0 && !req_framing_next(self) {
+                if self.req_fwd == 0 && !self.req_framing_next() {
                     return Ok(moved);
                 }
             }
@@ -82,7 +82,7 @@ impl Exchange {
         // a chunked body's framing is read here, in a bite, once the pipe is empty.
         let read = match self.req_pipe {
             None => io.read(cx.pool, self.req_body.is_done(), cx.now),
-            Some(_) if req_framing_next(self) => io.read_upto(cx.pool, false, splice::CHUNK_BITE, cx.now),
+            Some(_) if self.req_framing_next() => io.read_upto(cx.pool, false, splice::CHUNK_BITE, cx.now),
             Some(_) => Ok(0),
         };
         moved |= read.map_err(|_| Flow::Close)? > 0;

@@ -17,9 +17,10 @@ use crate::uplink::{kind_text, UpState, Uplink};
 
 impl Exchange {
     /// The rest of a large request body (or of a large chunk of one) may go socket to
-    /// socket: its length is known, it can no longer be replayed (a method that is never re-sent, or past the retry
-    /// buffer), and some of it has been sent already, so that a failure from now on gives
-    /// up instead of re-sending (the bytes in a pipe are gone once sent).
+    /// socket: its length is known, it can no longer be replayed (a method that is never
+    /// re-sent, or past the retry buffer), and some of it has been sent already, so that a
+    /// failure from now on gives up instead of re-sending (the bytes in a pipe are gone
+    /// once sent).
     pub(crate) fn may_splice_request(&self, io: &ClientIo, cx: &Ctx, up: &Uplink) -> bool {
         self.req_body.unframed_left() >= splice::MIN_BODY
             && self.body_sent > 0
@@ -32,6 +33,15 @@ impl Exchange {
             && !self.up_shut
             && !self.expect_wait
             && splice_ok(io, cx, up)
+    }
+
+    /// A request body goes through a pipe and what comes next is chunked framing, to be
+    /// read through user space: the pipe is empty (all of it sent) and the chunk's data is
+    /// all seen.
+    pub(crate) fn req_framing_next(&self) -> bool {
+        self.req_pipe.as_ref().is_some_and(|p| p.held() == 0)
+            && self.req_body.unframed_left() == 0
+            && !self.req_body.is_done()
     }
 
     /// Moves request-body bytes client → pipe → upstream, as [`Self::send_request`] does
@@ -149,12 +159,6 @@ pub(crate) fn unpipe_small_chunk(body: &Body, pipe: &mut Option<Pipe>, pipes: &m
             pipes.put(p);
         }
     }
-}
-
-/// A request body goes through a pipe and what comes next is chunked framing, to be read
-/// through user space: the pipe is empty (all of it sent) and the chunk's data is all seen.
-pub(crate) fn req_framing_next(x: &Exchange) -> bool {
-    x.req_pipe.as_ref().is_some_and(|p| p.held() == 0) && x.req_body.unframed_left() == 0 && !x.req_body.is_done()
 }
 
 /// Fills `pipe` from socket `from` with at most what is left of `body`, and counts the
