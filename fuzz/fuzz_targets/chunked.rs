@@ -1,6 +1,7 @@
 //! A chunked body fed in random splits decodes the same as fed whole, and never panics;
 //! its canonical rewrite (what reaches an upstream) frames the same data, in any split,
-//! with the same trailer fields minus those that must not be trailers.
+//! with the same trailer fields minus those that must not be trailers; and taking chunks'
+//! data unseen (as a pipe does) ends the body where scanning it does.
 #![no_main]
 
 use failover::framing::{forbidden_trailer, Chunked, Rewrite};
@@ -45,7 +46,47 @@ fuzz_target!(|data: &[u8]| {
         (a, b) => panic!("whole {a:?} vs split {b:?}"),
     }
     canonical(body, cuts[0] as usize % (body.len() + 1));
+    piped(body, cuts[1] as usize);
 });
+
+/// Takes some of every chunk's data unseen, as a pipe does (`took`), and scans the rest:
+/// the decoder ends where scanning everything ends, with the same error if any.
+fn piped(body: &[u8], seed: usize) {
+    let whole = {
+        let mut c = Chunked::new();
+        c.scan(body).map(|n| (n, c.is_done()))
+    };
+    let mut c = Chunked::new();
+    let mut at = 0;
+    let mut k = seed;
+    let result = loop {
+        let left = c.data_left().min((body.len() - at) as u64);
+        if left > 0 {
+            k = k.wrapping_mul(31).wrapping_add(7);
+            let n = (k as u64 % left) + 1;
+            c.took(n);
+            at += n as usize;
+            continue;
+        }
+        if at == body.len() || c.is_done() {
+            break Ok(at);
+        }
+        // Framing (or data the pipe left) is scanned a few bytes at a time.
+        let end = (at + 1 + k % 5).min(body.len());
+        match c.scan(&body[at..end]) {
+            Ok(n) => at += n,
+            Err(e) => break Err(e),
+        }
+    };
+    match (whole, result) {
+        (Ok((n, done)), Ok(m)) => {
+            assert_eq!(n, m);
+            assert_eq!(done, c.is_done());
+        }
+        (Err(a), Err(b)) => assert_eq!(a, b),
+        (a, b) => panic!("whole {a:?} vs piped {b:?}"),
+    }
+}
 
 /// Rewrites `body` canonically in two parts split at `split`, the way the relay does (what
 /// a call leaves unconsumed is offered again with the next bytes), and checks the result.
