@@ -306,20 +306,21 @@ impl Exchange {
                 }
             }
         }
+        let mut moved = io.write(self.uin.as_mut(), &mut self.resp_fwd, cx.now).map_err(|_| Flow::Close)? > 0;
+        if self.pipe.is_some() || self.resp_body.unframed_left() >= splice::MIN_BODY {
+            moved |= self.splice_body(io, cx, up)?;
+        }
+        // The upstream closed: a body that runs to the close is whole; any other is cut,
+        // and the client's connection closes once what came (here or in a pipe) went out.
         if self.up_eof && self.resp.is_some() && !self.resp_body.is_done() {
             if matches!(self.resp_body, Body::UntilClose) {
                 self.resp_body = Body::Done;
             } else if self.resp_fwd == 0 && self.pipe.as_ref().is_none_or(|p| p.held() == 0) {
-                // (Bytes still in a pipe go first: [`Self::splice_body`] closes after them.)
                 log::debug!("client={} upstream closed in the middle of the response body", io.peer);
                 return Err(Flow::Close);
             }
         }
-        let wrote = io.write(self.uin.as_mut(), &mut self.resp_fwd, cx.now).map_err(|_| Flow::Close)? > 0;
-        if self.pipe.is_none() && self.resp_body.unframed_left() < splice::MIN_BODY {
-            return Ok(wrote);
-        }
-        Ok(self.splice_body(io, cx, up)? | wrote)
+        Ok(moved)
     }
 
     /// The response went out whole: a tunnel after a 101, else the exchange is done.

@@ -133,14 +133,6 @@ impl Exchange {
                 return Err(Flow::Close);
             }
         }
-        if self.up_eof && !self.resp_body.is_done() {
-            if matches!(self.resp_body, Body::UntilClose) {
-                self.resp_body = Body::Done;
-            } else if pipe.held() == 0 {
-                log::debug!("client={} upstream closed in the middle of the response body", io.peer);
-                return Err(Flow::Close);
-            }
-        }
         if moved > 0 {
             io.last_activity = cx.now;
         }
