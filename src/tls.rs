@@ -21,6 +21,8 @@ use crate::readiness::{Readiness, SockResult, HUP, R, W};
 const SEND_LIMIT: usize = 64 * 1024;
 /// The most plaintext one TLS record carries.
 const RECORD: usize = 16 * 1024;
+/// A head and body up to this size are joined in a buffer of this size.
+const SMALL_JOIN: usize = 1024;
 
 /// The socket as rustls reads it, noting whether the last read was short (the socket is
 /// drained then).
@@ -273,11 +275,16 @@ impl Session {
         // A head and its body go out as one record, not two (one seal, one record header
         // less, and the peer decrypts once): up to a record's worth is copied together.
         let (a, b) = if !a.is_empty() && !b.is_empty() && a.len() < RECORD {
-            let mut joined = [0u8; RECORD];
             let k = b.len().min(RECORD - a.len());
-            joined[..a.len()].copy_from_slice(a);
-            joined[a.len()..a.len() + k].copy_from_slice(&b[..k]);
-            match self.conn.writer().write(&joined[..a.len() + k]) {
+            // A small answer is joined in a small buffer: zeroing a record's worth of
+            // stack for a few hundred bytes cost more than the copy.
+            let mut writer = self.conn.writer();
+            let wrote = if a.len() + k <= SMALL_JOIN {
+                write_joined::<SMALL_JOIN>(&mut writer, a, &b[..k])
+            } else {
+                write_joined::<RECORD>(&mut writer, a, &b[..k])
+            };
+            match wrote {
                 Ok(n) if n == a.len() + k => {
                     total = n;
                     (&[][..], &b[k..])
@@ -363,4 +370,14 @@ fn describe(e: &rustls::Error) -> String {
         Error::AlertReceived(a) => format!("peer sent TLS alert {a:?}"),
         other => format!("TLS error: {other}"),
     }
+}
+
+/// Offers `a` and `b` to rustls as one piece of plaintext (so one record), joined in a
+/// stack buffer of `N` bytes, which must hold both.
+fn write_joined<const N: usize>(writer: &mut rustls::Writer<'_>, a: &[u8], b: &[u8]) -> io::Result<usize> {
+    let mut joined = [0u8; N];
+    let n = a.len() + b.len();
+    joined[..a.len()].copy_from_slice(a);
+    joined[a.len()..n].copy_from_slice(b);
+    writer.write(&joined[..n])
 }

@@ -318,6 +318,30 @@ fn tls_listener_negotiates_alpn_http11() {
     assert_eq!(c.alpn().as_deref(), Some("http/1.1"));
 }
 
+/// A response head and the start of its body go out as one record, joined in a small buffer
+/// for a small answer and in a record-sized one otherwise: every size on both sides of
+/// those bounds must arrive whole and in order, over one connection.
+#[test]
+fn tls_listener_relays_every_body_size_exactly() {
+    let ca = Ca::new("sizes");
+    let dir = TempDir::new("listener");
+    let pattern = |n: usize| (0..n).map(|i| (i * 7 % 251) as u8).collect::<Vec<u8>>();
+    let primary = Upstream::with(move |s| {
+        let n = s.target().trim_start_matches("/n/").parse().unwrap_or(0);
+        Action::Reply(reply(200, &pattern(n)))
+    });
+    let backup = Upstream::named("backup");
+    let proxy = TlsProxy::start(listener_proxy(&primary, &backup, &dir, &ca.localhost()), &ca, false);
+
+    let mut c = TlsClient::connect(proxy.addr, &ca, "localhost").expect("TLS handshake with the listener");
+    for n in [0, 1, 700, 850, 900, 1023, 1024, 2000, 16_000, 16_384, 16_500, 40_000, 200_000] {
+        let r = c.get(&format!("/n/{n}")).expect("response over TLS");
+        assert_eq!(r.status, 200, "{n} bytes: {}", show(&r.raw));
+        assert_eq!(r.header("content-length"), Some(n.to_string().as_str()), "{n} bytes");
+        assert!(r.body == pattern(n), "{n} bytes: the body differs from what the upstream sent");
+    }
+}
+
 #[test]
 fn listen_http_serves_plain_http_with_the_same_routing() {
     let ca = Ca::new("both");
