@@ -13,6 +13,11 @@
 # varies less than req/s when wrk, the upstream and the proxy compete for the same cores.
 # Then medians per target, failover's req/s over HAProxy's and nginx's, and their CPU per
 # request over failover's (above 1 means failover spends less CPU per request).
+# rest_us_per_req is the CPU time per request of everything else, wrk and the upstream
+# nginx, in the same run. Where they and the proxy share the cores (no PIN), req/s goes as
+# 1 / (rest + proxy), so cpu_bound_ratio_vs_haproxy = (rest + HAProxy's) / (rest +
+# failover's) is the req/s ratio the CPU figures allow, and zero_cpu_bound_ratio_vs_haproxy
+# what a proxy that cost nothing at all would reach against HAProxy on this machine.
 #
 # usage: benches/compare.sh [PATH] [CONNS] [SECONDS] [ROUNDS]   (from the repository root)
 #   PATH     /small (a 14-byte body), /1k or /64k (random bytes),  default /small
@@ -282,6 +287,7 @@ done
 
 # --- measuring helpers ---------------------------------------------------------------------
 CLK_TCK=$(getconf CLK_TCK)
+TIMEFORMAT='wrk_cpu %U %S' # what bash's `time` prints: wrk's user and system seconds
 
 # utime+stime, in clock ticks, of PID and of its children. The fields are counted from the
 # end of the ')' that closes the command name, which may itself hold spaces.
@@ -329,20 +335,29 @@ done
 echo "path=$URL_PATH conns=$CONNS seconds=$SECS rounds=$ROUNDS bin=$BIN${LOAD_PIN[*]+ pinned: proxies on CPU 0, wrk and the upstream on ${LOAD_PIN[2]}}"
 
 # --- interleaved rounds ---------------------------------------------------------------------
-RPS=() P99=() CPU=() # per target: space-separated values of all rounds
+RPS=() P99=() CPU=() REST=() # per target: space-separated values of all rounds
 for round in $(seq "$ROUNDS"); do
   for i in "${!NAMES[@]}"; do
     before=$(cpu_ticks "${PIDS[i]}")
-    out=$(${LOAD_PIN[@]+"${LOAD_PIN[@]}"} wrk -t1 -c"$CONNS" -d"${SECS}s" --latency "http://127.0.0.1:${PORTS[i]}$URL_PATH" 2>&1)
+    up_before=$(cpu_ticks "$UPSTREAM_PID")
+    # bash's `time` gives wrk's own CPU time (user, system), printed last.
+    out=$( { time ${LOAD_PIN[@]+"${LOAD_PIN[@]}"} wrk -t1 -c"$CONNS" -d"${SECS}s" --latency "http://127.0.0.1:${PORTS[i]}$URL_PATH" 2>&1; } 2>&1)
     after=$(cpu_ticks "${PIDS[i]}")
+    up_after=$(cpu_ticks "$UPSTREAM_PID")
 
     rps=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
     requests=$(awk '/ requests in / { print $1 }' <<<"$out")
     p99=$(to_us "$(awk '$1 == "99%" { print $2 }' <<<"$out")")
-    cpu=NA
+    cpu=NA rest=NA
     if [ -n "${PIDS[i]}" ] && [ "${requests:-0}" -gt 0 ]; then
       cpu=$(awk -v t=$((after - before)) -v hz="$CLK_TCK" -v n="$requests" \
         'BEGIN { printf "%.2f", t / hz * 1000000 / n }')
+    fi
+    # The rest of the work per request: the load generator's and the upstream's CPU time.
+    if [ "${requests:-0}" -gt 0 ]; then
+      rest=$(awk -v t=$((up_after - up_before)) -v hz="$CLK_TCK" -v n="$requests" \
+        -v w="$(awk '$1 == "wrk_cpu" { print $2 + $3 }' <<<"$out")" \
+        'BEGIN { if (w == "") print "NA"; else printf "%.2f", (t / hz + w) * 1000000 / n }')
     fi
 
     # Anything but clean 2xx answers is shown on the line itself.
@@ -353,28 +368,41 @@ for round in $(seq "$ROUNDS"); do
     [ -n "$sockerr" ] && problems="$problems socket_errors=\"$sockerr\""
     [ -z "$rps" ] && problems="$problems wrk_failed=\"$(tail -n 1 <<<"$out")\""
 
-    echo "round=$round target=${NAMES[i]} rps=${rps:-NA} p99_us=${p99:-NA} cpu_us_per_req=$cpu$problems"
+    echo "round=$round target=${NAMES[i]} rps=${rps:-NA} p99_us=${p99:-NA} cpu_us_per_req=$cpu rest_us_per_req=$rest$problems"
     RPS[i]="${RPS[i]:-} ${rps:-NA}"
     P99[i]="${P99[i]:-} ${p99:-NA}"
     CPU[i]="${CPU[i]:-} $cpu"
+    REST[i]="${REST[i]:-} $rest"
   done
 done
 
 # --- medians and ratios -----------------------------------------------------------------------
-MED_RPS=() MED_CPU=()
+MED_RPS=() MED_CPU=() MED_REST=()
 for i in "${!NAMES[@]}"; do
   # shellcheck disable=SC2086 # the lists are meant to split into one value per round
   MED_RPS[i]=$(median ${RPS[i]})
   # shellcheck disable=SC2086
   MED_CPU[i]=$(median ${CPU[i]})
   # shellcheck disable=SC2086
-  echo "median target=${NAMES[i]} rps=${MED_RPS[i]} p99_us=$(median ${P99[i]}) cpu_us_per_req=${MED_CPU[i]}"
+  MED_REST[i]=$(median ${REST[i]})
+  # shellcheck disable=SC2086
+  echo "median target=${NAMES[i]} rps=${MED_RPS[i]} p99_us=$(median ${P99[i]}) cpu_us_per_req=${MED_CPU[i]} rest_us_per_req=${MED_REST[i]}"
 done
 # indexes: 0 direct, 1 haproxy, 2 nginx, 3 failover
 echo "ratio_vs_haproxy=$(ratio "${MED_RPS[3]}" "${MED_RPS[1]}")" \
   "ratio_vs_nginx=$(ratio "${MED_RPS[3]}" "${MED_RPS[2]}")"
 echo "cpu_per_req_haproxy_over_failover=$(ratio "${MED_CPU[1]}" "${MED_CPU[3]}")" \
   "cpu_per_req_nginx_over_failover=$(ratio "${MED_CPU[2]}" "${MED_CPU[3]}")"
+# When the cores are what runs out (wrk, the upstream and the proxy on the same cores),
+# req/s goes as 1 / (rest + proxy CPU per request): the ratio that CPU time alone allows.
+# Without PIN, a proxy that spent nothing at all would reach (rest + HAProxy's) / rest.
+cpu_ratio() {
+  awk -v r="$1" -v a="$2" -v b="$3" 'BEGIN {
+    if (r == "NA" || a == "NA" || b == "NA" || r + b == 0) print "NA"; else printf "%.2f", (r + a) / (r + b) }'
+}
+echo "cpu_bound_ratio_vs_haproxy=$(cpu_ratio "${MED_REST[3]}" "${MED_CPU[1]}" "${MED_CPU[3]}")" \
+  "cpu_bound_ratio_vs_nginx=$(cpu_ratio "${MED_REST[3]}" "${MED_CPU[2]}" "${MED_CPU[3]}")" \
+  "zero_cpu_bound_ratio_vs_haproxy=$(cpu_ratio "${MED_REST[3]}" "${MED_CPU[1]}" 0)"
 if [ -n "${BASE_PID:-}" ]; then
   echo "failover_over_base_rps=$(ratio "${MED_RPS[3]}" "${MED_RPS[4]}")" \
     "cpu_per_req_base_over_failover=$(ratio "${MED_CPU[4]}" "${MED_CPU[3]}")"
