@@ -400,9 +400,11 @@ cpu_ratio() {
   awk -v r="$1" -v a="$2" -v b="$3" 'BEGIN {
     if (r == "NA" || a == "NA" || b == "NA" || r + b == 0) print "NA"; else printf "%.2f", (r + a) / (r + b) }'
 }
-echo "cpu_bound_ratio_vs_haproxy=$(cpu_ratio "${MED_REST[3]}" "${MED_CPU[1]}" "${MED_CPU[3]}")" \
-  "cpu_bound_ratio_vs_nginx=$(cpu_ratio "${MED_REST[3]}" "${MED_CPU[2]}" "${MED_CPU[3]}")" \
-  "zero_cpu_bound_ratio_vs_haproxy=$(cpu_ratio "${MED_REST[3]}" "${MED_CPU[1]}" 0)"
+if [ -z "${LOAD_PIN[*]+set}" ]; then # pinned, the proxy has a core of its own: no such bound
+  echo "cpu_bound_ratio_vs_haproxy=$(cpu_ratio "${MED_REST[3]}" "${MED_CPU[1]}" "${MED_CPU[3]}")" \
+    "cpu_bound_ratio_vs_nginx=$(cpu_ratio "${MED_REST[3]}" "${MED_CPU[2]}" "${MED_CPU[3]}")" \
+    "zero_cpu_bound_ratio_vs_haproxy=$(cpu_ratio "${MED_REST[3]}" "${MED_CPU[1]}" 0)"
+fi
 if [ -n "${BASE_PID:-}" ]; then
   echo "failover_over_base_rps=$(ratio "${MED_RPS[3]}" "${MED_RPS[4]}")" \
     "cpu_per_req_base_over_failover=$(ratio "${MED_CPU[4]}" "${MED_CPU[3]}")"

@@ -8,7 +8,9 @@
 #                for a before/after of one change in the same run
 # Needs: wrk, nginx-light, haproxy, openssl, curl. Loopback only; stops what it starts.
 # Prints medians per target (req/s, p99, and the proxy process's user+system CPU time per
-# request) and `ratio_listener_vs_haproxy=… ratio_upstream_vs_haproxy=…`.
+# request, and that of wrk and the upstream, "rest") and `ratio_listener_vs_haproxy=…
+# ratio_upstream_vs_haproxy=…`, then the req/s ratios the CPU figures allow where everything
+# shares the cores, (rest + HAProxy's) / (rest + failover's), and a proxy's that cost nothing.
 set -u
 BIN=$(readlink -f "${1:-target/release/failover}")
 D=${2:-5}
@@ -92,36 +94,57 @@ pid_of[haproxy_listener]=$(cat "$W/haproxy.pid" 2>/dev/null)
 pid_of[haproxy_upstream]=${pid_of[haproxy_listener]}
 HZ=$(getconf CLK_TCK)
 ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# The upstream nginx: its master and its worker.
+up_ticks() {
+  local t=0 p
+  for p in ${pids[0]} $(cat /proc/"${pids[0]}"/task/*/children 2>/dev/null); do t=$((t + $(ticks "$p"))); done
+  echo "$t"
+}
+TIMEFORMAT='wrk_cpu %U %S' # bash's `time`: wrk's own user and system seconds
 for t in $targets; do
   url=${t#*:}
   for _ in $(seq 50); do curl -sk -o /dev/null -m1 "$url$P" && break; sleep 0.1; done
 done
-declare -A rps p99 cpu
+declare -A rps p99 cpu rest
 for r in $(seq "$R"); do
   for t in $targets; do
     name=${t%%:*}
     url=${t#*:}
-    t0=$(ticks "${pid_of[$name]}")
-    out=$(wrk -t1 -c50 -d"${D}s" --latency "$url$P" 2>&1)
-    t1=$(ticks "${pid_of[$name]}")
+    t0=$(ticks "${pid_of[$name]}") u0=$(up_ticks)
+    out=$( { time wrk -t1 -c50 -d"${D}s" --latency "$url$P" 2>&1; } 2>&1)
+    t1=$(ticks "${pid_of[$name]}") u1=$(up_ticks)
     n=$(echo "$out" | awk '/ requests in / {print $1}')
     c=$(awk -v t=$((t1 - t0)) -v hz="$HZ" -v n="${n:-0}" 'BEGIN { if (n > 0) printf "%.2f", t / hz * 1e6 / n; else print "NA" }')
+    # The rest of the work per request: wrk's (its TLS included) and the upstream's.
+    w=$(echo "$out" | awk '$1 == "wrk_cpu" { print $2 + $3 }')
+    o=$(awk -v t=$((u1 - u0)) -v w="${w:-}" -v hz="$HZ" -v n="${n:-0}" \
+      'BEGIN { if (n > 0 && w != "") printf "%.2f", (t / hz + w) * 1e6 / n; else print "NA" }')
     q=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
     l=$(echo "$out" | awk '$1=="99%" {v=$2; if (v ~ /ms$/) {sub("ms","",v); v=v*1000} else if (v ~ /us$/) {sub("us","",v)} else if (v ~ /s$/) {sub("s","",v); v=v*1000000}; print v}')
     e=$(echo "$out" | grep -E 'Non-2xx|Socket errors' | tr '\n' ' ')
-    echo "round=$r target=$name rps=${q:-0} p99_us=${l:-NA} cpu_us_per_req=$c $e"
+    echo "round=$r target=$name rps=${q:-0} p99_us=${l:-NA} cpu_us_per_req=$c rest_us_per_req=$o $e"
     # A failed run counts as missing, not as zero.
     rps[$name]+="${q:-NA} "
     p99[$name]+="${l:-NA} "
     cpu[$name]+="$c "
+    rest[$name]+="$o "
   done
 done
 med() { echo "$@" | tr ' ' '\n' | grep -v -e '^$' -e '^NA$' | sort -g | awk '{a[NR]=$1} END {print (NR ? a[int((NR+1)/2)] : "NA")}'; }
 for t in $targets; do
   n=${t%%:*}
-  echo "median target=$n rps=$(med "${rps[$n]}") p99_us=$(med "${p99[$n]}") cpu_us_per_req=$(med "${cpu[$n]}")"
+  echo "median target=$n rps=$(med "${rps[$n]}") p99_us=$(med "${p99[$n]}") cpu_us_per_req=$(med "${cpu[$n]}") rest_us_per_req=$(med "${rest[$n]}")"
 done
 awk -v fl="$(med "${rps[failover_listener]}")" -v hl="$(med "${rps[haproxy_listener]}")" \
   -v fu="$(med "${rps[failover_upstream]}")" -v hu="$(med "${rps[haproxy_upstream]}")" \
   'function r(a, b) { return (a == "NA" || b == "NA" || b + 0 == 0) ? "NA" : sprintf("%.2f", a / b) }
   BEGIN { print "ratio_listener_vs_haproxy=" r(fl, hl), "ratio_upstream_vs_haproxy=" r(fu, hu) }'
+# As in compare.sh: where wrk, the upstream and the proxy share the cores, req/s goes as
+# 1 / (rest + proxy CPU per request); the ratio the CPU figures allow, and a free proxy's.
+bound() {
+  awk -v r="$(med "${rest[failover_$1]}")" -v h="$(med "${cpu[haproxy_$1]}")" -v f="$(med "${cpu[failover_$1]}")" \
+    'BEGIN { if (r == "NA" || h == "NA" || f == "NA") print "NA NA"; else printf "%.2f %.2f", (r + h) / (r + f), (r + h) / r }'
+}
+read -r lb lz < <(bound listener)
+read -r ub uz < <(bound upstream)
+echo "cpu_bound_listener=$lb zero_cpu_bound_listener=$lz cpu_bound_upstream=$ub zero_cpu_bound_upstream=$uz"
